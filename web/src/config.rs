@@ -1,0 +1,438 @@
+//! Configuration: defaults < `tongxin.toml` < `TONGXIN_*` environment variables < CLI flags.
+//!
+//! Every key has one dotted name (`http.listen`); its environment variable is that name upper-cased
+//! with `_` for `.` (`TONGXIN_HTTP_LISTEN`). Errors name the key, so an operator knows what to fix.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use tongxin_common::db::Backend;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_FILE: &str = "tongxin.toml";
+/// The environment variable naming a config file.
+pub const CONFIG_ENV: &str = "TONGXIN_CONFIG";
+
+/// Every key, with a one-line description (`tongxin.example.toml` documents them at length).
+pub const KEYS: &[(&str, &str)] = &[
+    ("http.listen", "address and port the HTTP server listens on"),
+    ("http.secure_cookies", "mark session cookies Secure (set true when served over HTTPS)"),
+    ("storage.data_dir", "directory for the database file, keys and media"),
+    ("storage.database_url", "sqlite:PATH or postgres://...; default sqlite in data_dir"),
+    ("auth.token_secret", "base64 secret (>= 32 bytes) signing join tokens; default a key file in data_dir"),
+    ("auth.session_ttl", "how long a login session lasts, e.g. 12h"),
+    ("auth.join_token_ttl", "default lifetime of a join token, e.g. 1h"),
+    ("log.format", "text or json"),
+    ("log.level", "a tracing filter such as info or tongxin_web=debug,info"),
+];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP server.
+    pub http: HttpConfig,
+    /// Where data lives.
+    pub storage: StorageConfig,
+    /// Sessions and join tokens.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `http.listen`
+    pub listen: SocketAddr,
+    /// `http.secure_cookies`
+    #[serde(deserialize_with = "bool_or_string")]
+    pub secure_cookies: bool,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `storage.data_dir`
+    pub data_dir: PathBuf,
+    /// `storage.database_url`
+    pub database_url: Option<String>,
+}
+
+/// `[auth]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `auth.token_secret`
+    pub token_secret: Option<String>,
+    /// `auth.session_ttl`
+    #[serde(deserialize_with = "duration")]
+    pub session_ttl: Duration,
+    /// `auth.join_token_ttl`
+    #[serde(deserialize_with = "duration")]
+    pub join_token_ttl: Duration,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("token_secret", &self.token_secret.as_ref().map(|_| "<set>"))
+            .field("session_ttl", &self.session_ttl)
+            .field("join_token_ttl", &self.join_token_ttl)
+            .finish()
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `log.format`
+    pub format: LogFormat,
+    /// `log.level`
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), secure_cookies: false }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { data_dir: PathBuf::from("./data"), database_url: None }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_secret: None,
+            session_ttl: Duration::from_secs(12 * 3600),
+            join_token_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[allow(clippy::derivable_impls)] // spelled out so the defaults sit beside the sections' own.
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    let dur = humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{e} (try e.g. \"12h\" or \"30m\")")))?;
+    if dur.is_zero() {
+        return Err(serde::de::Error::custom("must be longer than zero"));
+    }
+    Ok(dur)
+}
+
+fn bool_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B {
+        Bool(bool),
+        Str(String),
+    }
+    match B::deserialize(d)? {
+        B::Bool(b) => Ok(b),
+        B::Str(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(serde::de::Error::custom(format!("expected true or false, got {s:?}"))),
+        },
+    }
+}
+
+/// Why the configuration could not be loaded; always names the file, variable or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A `TONGXIN_*` variable names no key.
+    #[error("unknown environment variable {0}; known: {known}", known = env_names().join(", "))]
+    UnknownEnv(String),
+    /// A key has a bad value (or is unknown).
+    #[error("config key `{key}`: {message}")]
+    Key {
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn env_name(key: &str) -> String {
+    format!("TONGXIN_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+fn env_names() -> Vec<String> {
+    KEYS.iter().map(|(k, _)| env_name(k)).collect()
+}
+
+fn set(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let (section, name) = key.split_once('.').unwrap_or(("", key));
+    let entry = table.entry(section.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
+    if let toml::Value::Table(t) = entry {
+        t.insert(name.to_owned(), value);
+    }
+}
+
+impl Config {
+    /// Loads the configuration.
+    ///
+    /// `file` is `--config` (an error if missing); without it `$TONGXIN_CONFIG`, then
+    /// `./tongxin.toml` if present. `env` is the process environment; `flags` are `(key, value)`
+    /// pairs from the command line and win over everything.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &[(&str, String)],
+    ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("TONGXIN_")).collect();
+        let env_file = env.iter().find(|(k, _)| k == CONFIG_ENV).map(|(_, v)| PathBuf::from(v));
+        let path = file.map(Path::to_path_buf).or(env_file);
+        let mut table = match path {
+            Some(p) => read_table(&p)?,
+            None if Path::new(DEFAULT_FILE).exists() => read_table(Path::new(DEFAULT_FILE))?,
+            None => toml::Table::new(),
+        };
+        for (name, value) in &env {
+            if name == CONFIG_ENV {
+                continue;
+            }
+            let key = KEYS.iter().map(|(k, _)| *k).find(|k| env_name(k) == *name);
+            let Some(key) = key else { return Err(ConfigError::UnknownEnv(name.clone())) };
+            set(&mut table, key, toml::Value::String(value.clone()));
+        }
+        for (key, value) in flags {
+            set(&mut table, key, toml::Value::String(value.clone()));
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // An unknown key is reported at its parent; name the key itself.
+            let key = match inner.split('`').nth(1) {
+                Some(field) if inner.starts_with("unknown field") => {
+                    if path == "." { field.to_owned() } else { format!("{path}.{field}") }
+                }
+                _ => path,
+            };
+            ConfigError::Key { key, message: inner }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.storage.database_url
+            && Backend::of_url(url).is_none()
+        {
+            return Err(ConfigError::Key {
+                key: "storage.database_url".into(),
+                message: "expected sqlite:PATH, postgres://... or postgresql://...".into(),
+            });
+        }
+        if let Some(secret) = &self.auth.token_secret {
+            use base64::Engine as _;
+            let ok = base64::engine::general_purpose::STANDARD
+                .decode(secret.trim())
+                .is_ok_and(|b| b.len() >= tongxin_common::grant::MIN_SECRET_LEN);
+            if !ok {
+                return Err(ConfigError::Key {
+                    key: "auth.token_secret".into(),
+                    message: "expected standard base64 of at least 32 bytes (e.g. `openssl rand -base64 32`)".into(),
+                });
+            }
+        }
+        if self.auth.join_token_ttl > tongxin_common::grant::MAX_TTL {
+            return Err(ConfigError::Key { key: "auth.join_token_ttl".into(), message: "must be at most 24h".into() });
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::Key { key: "log.level".into(), message: e.to_string() });
+        }
+        Ok(())
+    }
+
+    /// The database URL: the configured one, or the SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.storage.database_url {
+            Some(url) => url.clone(),
+            None => tongxin_common::Db::sqlite_url(&self.storage.data_dir.join("tongxin.db")),
+        }
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("tongxin.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = Config::load(None, env(&[]), &[]).unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.database_url(), "sqlite://./data/tongxin.db");
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn file_then_env_then_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "[http]\nlisten = \"127.0.0.1:9001\"\n[storage]\ndata_dir = \"/srv/a\"\n[log]\nformat = \"json\"\n");
+        let c = Config::load(Some(&f), env(&[]), &[]).unwrap();
+        assert_eq!(c.http.listen.port(), 9001);
+        assert_eq!(c.storage.data_dir, PathBuf::from("/srv/a"));
+        assert_eq!(c.log.format, LogFormat::Json);
+
+        let e = env(&[("TONGXIN_HTTP_LISTEN", "127.0.0.1:9002"), ("TONGXIN_STORAGE_DATA_DIR", "/srv/b")]);
+        let c = Config::load(Some(&f), e.clone(), &[]).unwrap();
+        assert_eq!(c.http.listen.port(), 9002);
+        assert_eq!(c.storage.data_dir, PathBuf::from("/srv/b"));
+        assert_eq!(c.log.format, LogFormat::Json, "untouched keys keep the file's value");
+
+        let c = Config::load(Some(&f), e, &[("http.listen", "127.0.0.1:9003".into())]).unwrap();
+        assert_eq!(c.http.listen.port(), 9003);
+        assert_eq!(c.storage.data_dir, PathBuf::from("/srv/b"));
+    }
+
+    #[test]
+    fn config_env_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "[auth]\nsession_ttl = \"30m\"\n");
+        let c = Config::load(None, env(&[("TONGXIN_CONFIG", f.to_str().unwrap())]), &[]).unwrap();
+        assert_eq!(c.auth.session_ttl, Duration::from_secs(1800));
+    }
+
+    fn key_error(r: Result<Config, ConfigError>) -> (String, String) {
+        match r {
+            Err(ConfigError::Key { key, message }) => (key, message),
+            other => panic!("expected a key error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "[http]\nlisten = \"not an address\"\n");
+        assert_eq!(key_error(Config::load(Some(&f), env(&[]), &[])).0, "http.listen");
+
+        let e = env(&[("TONGXIN_AUTH_SESSION_TTL", "soon")]);
+        assert_eq!(key_error(Config::load(None, e, &[])).0, "auth.session_ttl");
+
+        let (k, _) = key_error(Config::load(None, env(&[]), &[("storage.database_url", "mysql://x".into())]));
+        assert_eq!(k, "storage.database_url");
+
+        let (k, _) = key_error(Config::load(None, env(&[]), &[("http.secure_cookies", "maybe".into())]));
+        assert_eq!(k, "http.secure_cookies");
+
+        let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_AUTH_TOKEN_SECRET", "c2hvcnQ=")]), &[]));
+        assert_eq!(k, "auth.token_secret");
+
+        let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_LOG_FORMAT", "xml")]), &[]));
+        assert_eq!(k, "log.format");
+    }
+
+    #[test]
+    fn unknown_keys_and_variables_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "[http]\nlisen = \"127.0.0.1:1\"\n");
+        assert_eq!(key_error(Config::load(Some(&f), env(&[]), &[])).0, "http.lisen");
+        let f = write(dir.path(), "[htp]\nlisten = \"127.0.0.1:1\"\n");
+        assert_eq!(key_error(Config::load(Some(&f), env(&[]), &[])).0, "htp");
+        let r = Config::load(None, env(&[("TONGXIN_HTTP_LISTN", "x")]), &[]);
+        assert!(matches!(r, Err(ConfigError::UnknownEnv(v)) if v == "TONGXIN_HTTP_LISTN"));
+    }
+
+    #[test]
+    fn missing_or_broken_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Config::load(Some(&dir.path().join("nope.toml")), env(&[]), &[]);
+        assert!(matches!(r, Err(ConfigError::Read { .. })));
+        let f = write(dir.path(), "[http\n");
+        assert!(matches!(Config::load(Some(&f), env(&[]), &[]), Err(ConfigError::Syntax { .. })));
+    }
+
+    #[test]
+    fn booleans_from_env_strings() {
+        let c = Config::load(None, env(&[("TONGXIN_HTTP_SECURE_COOKIES", "true")]), &[]).unwrap();
+        assert!(c.http.secure_cookies);
+    }
+
+    #[test]
+    fn every_key_is_documented_in_the_example_file() {
+        let example = include_str!("../../tongxin.example.toml");
+        let table: toml::Table = example.parse().expect("example parses");
+        for (key, _) in KEYS {
+            let (section, name) = key.split_once('.').unwrap();
+            assert!(example.contains(&format!("{name} =")), "{key} missing from tongxin.example.toml");
+            assert!(table.contains_key(section) || example.contains(&format!("[{section}]")), "[{section}] missing");
+        }
+        // The example, uncommented as shipped, must load.
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), example);
+        Config::load(Some(&f), env(&[]), &[]).expect("tongxin.example.toml loads");
+    }
+}

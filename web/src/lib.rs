@@ -1,0 +1,111 @@
+//! The Tongxin server: composes the HTTP API, auth, the browser UI and the CLI into the
+//! `tongxin` binary.
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod net;
+pub mod openapi;
+pub mod ops;
+pub mod state;
+pub mod telemetry;
+pub mod tokens;
+pub mod ui;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The largest request body accepted (JSON bodies are small; uploads get their own limits).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(auth::router())
+        .merge(accounts::api::router())
+        .merge(tokens::router())
+        .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this endpoint".into()) });
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/api/openapi.json", get(openapi::document))
+        .merge(ops::router())
+        .fallback(ui::serve)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // The route template, never the raw URI: paths and queries may carry ids.
+            let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+            tracing::debug_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("-"))
+        }))
+        .layer(CompressionLayer::new())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response_parts()
+        }))
+        .with_state(state)
+}
+
+impl ApiError {
+    fn into_response_parts(self) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}
+
+/// Runs the server on `listener` until SIGINT or SIGTERM, then drains in-flight requests.
+pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let purge = tokio::spawn(purge_sessions(state.clone()));
+    let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
+    purge.abort();
+    state.db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn purge_sessions(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match state.accounts.purge_expired_sessions(state.clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(sessions = n, "purged expired sessions"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let wait = async {
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    };
+    let name = wait.await;
+    tracing::info!(signal = name, "shutting down; finishing in-flight requests");
+}

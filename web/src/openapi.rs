@@ -1,0 +1,47 @@
+//! The OpenAPI document, generated from the handlers' annotations and served at
+//! `/api/openapi.json`.
+
+use axum::Json;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{accounts, auth, error, ops, tokens};
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tongxin API", description = "Live lessons and consultations on weak rural networks.", version = env!("CARGO_PKG_VERSION")),
+    paths(
+        auth::login, auth::logout, auth::me, auth::set_locale, auth::change_password,
+        accounts::api::list_users, accounts::api::create_user, accounts::api::get_user, accounts::api::update_user,
+        tokens::mint_join_token,
+        ops::healthz, ops::readyz, ops::metrics,
+    ),
+    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "auth", description = "Logging in and the current user"),
+        (name = "admin", description = "Account administration"),
+        (name = "tokens", description = "Join tokens for rooms"),
+        (name = "ops", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::auth::SESSION_COOKIE))),
+        );
+    }
+}
+
+/// `GET /api/openapi.json`
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
