@@ -17,11 +17,16 @@ build_pkgs=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
 )
 test_pkgs=(
-  chromium chromium-driver fonts-liberation fonts-noto-cjk fonts-noto-core nodejs npm
+  chromium chromium-driver fonts-liberation fonts-noto-cjk fonts-noto-core
 )
 
 pkgs=("${build_pkgs[@]}")
-[ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
+if [ "$what" = test ]; then
+  pkgs+=("${test_pkgs[@]}")
+  # Node.js may come from Debian or from NodeSource (whose nodejs conflicts with Debian's npm):
+  # only ask for Debian's when there is no npm at all.
+  command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -258,11 +258,9 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            // An unknown key is reported at its parent; name the key itself.
+            // serde_path_to_error's path already ends at the offending key; "." means the root.
             let key = match inner.split('`').nth(1) {
-                Some(field) if inner.starts_with("unknown field") => {
-                    if path == "." { field.to_owned() } else { format!("{path}.{field}") }
-                }
+                Some(field) if path == "." => field.to_owned(),
                 _ => path,
             };
             ConfigError::Key { key, message: inner }

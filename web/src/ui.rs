@@ -143,6 +143,71 @@ pub async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+
+    use crate::accounts::{AccountRole, Locale};
+
+    fn locale_keys(tag: &str) -> serde_json::Map<String, serde_json::Value> {
+        let file = UI.get_file(format!("i18n/{tag}.json")).unwrap_or_else(|| panic!("ui/i18n/{tag}.json missing"));
+        match serde_json::from_slice(file.contents()).unwrap_or_else(|e| panic!("{tag}.json: {e}")) {
+            serde_json::Value::Object(m) => m,
+            _ => panic!("{tag}.json is not an object"),
+        }
+    }
+
+    fn placeholders(s: &str) -> BTreeSet<String> {
+        s.split('{').skip(1).filter_map(|p| p.split_once('}')).map(|(name, _)| name.to_owned()).collect()
+    }
+
+    #[test]
+    fn every_locale_has_every_key_with_the_same_placeholders() {
+        let reference = locale_keys("zh-CN");
+        for locale in Locale::ALL {
+            let other = locale_keys(locale.as_str());
+            let a: BTreeSet<_> = reference.keys().collect();
+            let b: BTreeSet<_> = other.keys().collect();
+            assert_eq!(a.difference(&b).collect::<Vec<_>>(), Vec::<&&String>::new(), "keys missing from {}", locale.as_str());
+            assert_eq!(b.difference(&a).collect::<Vec<_>>(), Vec::<&&String>::new(), "extra keys in {}", locale.as_str());
+            for (key, value) in &other {
+                let text = value.as_str().unwrap_or_else(|| panic!("{}:{key} is not a string", locale.as_str()));
+                assert!(!text.trim().is_empty(), "{}:{key} is empty", locale.as_str());
+                let want = placeholders(reference[key].as_str().unwrap());
+                assert_eq!(placeholders(text), want, "{}:{key} placeholders differ", locale.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_the_ui_uses_exists() {
+        let keys = locale_keys("zh-CN");
+        let re = regex::Regex::new(r"\bt\('([a-z_.]+)'").unwrap();
+        let mut used = 0;
+        for file in ["app.js", "i18n.js"] {
+            let text = std::str::from_utf8(UI.get_file(file).unwrap().contents()).unwrap();
+            for cap in re.captures_iter(text) {
+                used += 1;
+                assert!(keys.contains_key(&cap[1]), "{file} uses missing key {}", &cap[1]);
+            }
+        }
+        assert!(used > 20, "the key scanner found only {used} uses; is the regex still right?");
+        for role in AccountRole::ALL {
+            for prefix in ["role", "home.intro"] {
+                let key = format!("{prefix}.{}", role.as_str());
+                assert!(keys.contains_key(&key), "missing {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_shell_is_small_on_the_wire() {
+        // Goal from the issue: the JS and CSS the shell loads stay under 100 KB gzipped.
+        let total: usize = assets()
+            .iter()
+            .filter(|(p, _)| p.ends_with(".js") || p.ends_with(".css"))
+            .map(|(_, a)| a.gzip.as_ref().map_or(a.raw.len(), Vec::len))
+            .sum();
+        assert!(total < 100 * 1024, "shell JS+CSS is {total} bytes gzipped");
+    }
 
     #[test]
     fn gzip_acceptance() {
