@@ -86,16 +86,10 @@ impl fmt::Display for RoomRole {
 impl FromStr for RoomRole {
     type Err = GrantError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RoomRole::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| GrantError::Invalid {
-                field: "role",
-                reason: format!(
-                    "unknown room role {s:?}; expected one of {}",
-                    RoomRole::ALL.map(RoomRole::as_str).join(", ")
-                ),
-            })
+        RoomRole::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| GrantError::Invalid {
+            field: "role",
+            reason: format!("unknown room role {s:?}; expected one of {}", RoomRole::ALL.map(RoomRole::as_str).join(", ")),
+        })
     }
 }
 
@@ -199,10 +193,7 @@ impl JoinGrant {
         if let Some(name) = &self.name
             && (name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control))
         {
-            return Err(GrantError::Invalid {
-                field: "name",
-                reason: "a display name is 1-64 printable characters".into(),
-            });
+            return Err(GrantError::Invalid { field: "name", reason: "a display name is 1-64 printable characters".into() });
         }
         Ok(())
     }
@@ -369,11 +360,7 @@ impl TokenKey {
         let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(GrantError::Malformed);
         };
-        let header: Header = B64
-            .decode(h)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(GrantError::Malformed)?;
+        let header: Header = B64.decode(h).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(GrantError::Malformed)?;
         if header.alg != "HS256" {
             return Err(GrantError::UnsupportedAlgorithm);
         }
@@ -383,11 +370,7 @@ impl TokenKey {
         mac.update(b".");
         mac.update(c.as_bytes());
         mac.verify_slice(&sig).map_err(|_| GrantError::BadSignature)?;
-        let claims: Claims = B64
-            .decode(c)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(GrantError::Malformed)?;
+        let claims: Claims = B64.decode(c).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(GrantError::Malformed)?;
         if claims.iss != ISSUER || claims.aud != AUDIENCE {
             return Err(GrantError::WrongAudience);
         }

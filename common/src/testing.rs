@@ -111,14 +111,16 @@ fn with_database(url: &str, name: &str) -> String {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Cleanup::Postgres { admin_url, name } = &self.cleanup else { return };
-        let (admin_url, name, pool) = (admin_url.clone(), name.clone(), self.db.pool().clone());
+        let (admin_url, name) = (admin_url.clone(), name.clone());
         // Drop runs inside the test's runtime, which cannot be blocked on; use a thread of our own.
+        // The test's pool is not closed first: its connections belong to the blocked runtime.
+        // FORCE terminates them instead.
         let _ = std::thread::spawn(move || {
             let rt = tokio_rt();
             rt.block_on(async move {
-                pool.close().await;
                 if let Ok(mut admin) = sqlx::AnyConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+                    let _ =
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
                 }
             });
         })

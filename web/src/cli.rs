@@ -209,7 +209,7 @@ fn mint(config: &Config, args: TokenArgs) -> anyhow::Result<String> {
         eprintln!("note: neither --publish nor --subscribe given; this token can only join and send data");
     }
     let key = state::load_token_key(config)?;
-    Ok(key.mint(&grant, std::time::SystemTime::now(), ttl).context("cannot mint the token")?)
+    key.mint(&grant, std::time::SystemTime::now(), ttl).context("cannot mint the token")
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
@@ -231,7 +231,8 @@ async fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     let result = match cmd {
         AdminCommand::CreateUser { username, role, display_name, password_stdin, locale } => {
             let username = Username::parse(&username).map_err(|e| anyhow::anyhow!("--username: {e}"))?;
-            let display_name = parse_display_name(display_name.as_deref().unwrap_or(username.as_str())).map_err(|e| anyhow::anyhow!("--display-name: {e}"))?;
+            let display_name = parse_display_name(display_name.as_deref().unwrap_or(username.as_str()))
+                .map_err(|e| anyhow::anyhow!("--display-name: {e}"))?;
             let locale = Locale::parse(&locale).with_context(|| format!("--locale {locale:?}: expected zh-CN, en, bo or ug"))?;
             let (pw, generated) = read_password(password_stdin)?;
             check_password_strength("password", &pw).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -255,7 +256,7 @@ async fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             let stdout = std::io::stdout();
             let tty = stdout.is_terminal();
             if tty {
-                println!("{:<28} {:<24} {:<15} {:<6} {}", "ID", "USERNAME", "ROLE", "LOCALE", "STATE");
+                println!("{:<28} {:<24} {:<15} {:<6} STATE", "ID", "USERNAME", "ROLE", "LOCALE");
             }
             for u in users {
                 println!(

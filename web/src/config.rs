@@ -122,11 +122,7 @@ impl Default for StorageConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig {
-            token_secret: None,
-            session_ttl: Duration::from_secs(12 * 3600),
-            join_token_ttl: Duration::from_secs(3600),
-        }
+        AuthConfig { token_secret: None, session_ttl: Duration::from_secs(12 * 3600), join_token_ttl: Duration::from_secs(3600) }
     }
 }
 
@@ -139,12 +135,7 @@ impl Default for LogConfig {
 #[allow(clippy::derivable_impls)] // spelled out so the defaults sit beside the sections' own.
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            http: HttpConfig::default(),
-            storage: StorageConfig::default(),
-            auth: AuthConfig::default(),
-            log: LogConfig::default(),
-        }
+        Config { http: HttpConfig::default(), storage: StorageConfig::default(), auth: AuthConfig::default(), log: LogConfig::default() }
     }
 }
 

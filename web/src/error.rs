@@ -163,11 +163,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
                 return Err(ApiError::BadRequest(format!("request body is not valid JSON: {inner}")));
             }
             let message = strip_position(&inner.to_string());
-            let field = if path != "." && !path.is_empty() {
-                path
-            } else {
-                missing_field(&message).unwrap_or_else(|| "body".into())
-            };
+            let field = if path != "." && !path.is_empty() { path } else { missing_field(&message).unwrap_or_else(|| "body".into()) };
             return Err(ApiError::validation(field, message));
         }
     };
@@ -183,7 +179,8 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// The field named by serde's "missing field `x`" or "unknown field `x`, expected …".
 fn missing_field(detail: &str) -> Option<String> {
-    let rest = detail.strip_prefix("missing field `")?;
+    let rest = detail.strip_prefix("missing field `").or_else(|| detail.strip_prefix("unknown field `"))?;
     Some(rest.split('`').next()?.to_owned())
 }

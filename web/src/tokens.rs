@@ -77,7 +77,11 @@ pub struct JoinTokenResponse {
 #[utoipa::path(post, path = "/api/v1/tokens/join", tag = "tokens", request_body = JoinTokenRequest,
     responses((status = 200, body = JoinTokenResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("session" = []), ("bearer" = [])))]
-pub async fn mint_join_token(State(state): State<AppState>, me: CurrentUser, ApiJson(req): ApiJson<JoinTokenRequest>) -> Result<Json<JoinTokenResponse>, ApiError> {
+pub async fn mint_join_token(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    ApiJson(req): ApiJson<JoinTokenRequest>,
+) -> Result<Json<JoinTokenResponse>, ApiError> {
     me.require(Policy::MintAnyJoinToken)?;
     let grant = JoinGrant {
         room: RoomName::parse(&req.room)?,

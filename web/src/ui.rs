@@ -75,16 +75,10 @@ pub fn assets() -> &'static HashMap<String, Asset> {
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|e| {
-            let mut parts = e.trim().split(';');
-            parts.next().is_some_and(|n| n.trim().eq_ignore_ascii_case("gzip"))
-                && !parts.any(|p| p.trim().replace(' ', "") == "q=0")
-        })
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|e| {
+        let mut parts = e.trim().split(';');
+        parts.next().is_some_and(|n| n.trim().eq_ignore_ascii_case("gzip")) && !parts.any(|p| p.trim().replace(' ', "") == "q=0")
+    })
 }
 
 /// Serves `asset`, honouring `If-None-Match` and `Accept-Encoding`.

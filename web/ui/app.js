@@ -48,6 +48,7 @@ function languageSelect(onChange) {
 }
 
 async function changeLocale(tag) {
+  if (tag === locale()) return;
   await setLocale(tag);
   if (me) {
     try { me = await api('PUT', '/me/locale', { locale: tag }); } catch (e) { console.warn('locale not saved', e); }
@@ -75,9 +76,15 @@ document.addEventListener('click', (ev) => {
 });
 
 function render() {
-  if (!me) { app.replaceChildren(loginView()); return; }
-  const path = location.pathname in ROUTES ? location.pathname : '/';
-  app.replaceChildren(shell(path, ROUTES[path]()));
+  if (!me) {
+    app.replaceChildren(loginView());
+  } else {
+    const path = location.pathname in ROUTES ? location.pathname : '/';
+    app.replaceChildren(shell(path, ROUTES[path]()));
+  }
+  // Lets tests (and anyone debugging) see that a render for this locale has completed.
+  const root = document.documentElement;
+  root.dataset.renders = String(Number(root.dataset.renders || 0) + 1);
 }
 
 // ---- the shell -------------------------------------------------------------------------

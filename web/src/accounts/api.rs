@@ -16,9 +16,7 @@ use crate::state::AppState;
 
 /// The routes under `/api/v1`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/users", get(list_users).post(create_user))
-        .route("/admin/users/{id}", get(get_user).patch(update_user))
+    Router::new().route("/admin/users", get(list_users).post(create_user)).route("/admin/users/{id}", get(get_user).patch(update_user))
 }
 
 impl From<StoreError> for ApiError {
@@ -61,7 +59,11 @@ pub async fn list_users(State(state): State<AppState>, me: CurrentUser) -> Resul
     responses((status = 201, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "Username taken", body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("session" = []), ("bearer" = [])))]
-pub async fn create_user(State(state): State<AppState>, me: CurrentUser, ApiJson(req): ApiJson<CreateUser>) -> Result<(StatusCode, Json<User>), ApiError> {
+pub async fn create_user(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    ApiJson(req): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
     me.require(Policy::ManageAccounts)?;
     let username = Username::parse(&req.username)?;
     let display_name = parse_display_name(&req.display_name)?;
@@ -132,7 +134,8 @@ pub async fn update_user(
         None => None,
     };
     let changes = UserChanges { display_name, role: req.role, disabled: req.disabled, password_hash, locale: req.locale };
-    let user = state.accounts.update_user(&id, changes, state.clock.now()).await?.ok_or_else(|| ApiError::NotFound("no such account".into()))?;
+    let user =
+        state.accounts.update_user(&id, changes, state.clock.now()).await?.ok_or_else(|| ApiError::NotFound("no such account".into()))?;
     tracing::info!(by = %me.user.id, user = %user.id, "account changed");
     Ok(Json(user))
 }

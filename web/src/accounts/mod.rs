@@ -87,10 +87,7 @@ impl Username {
             && s.starts_with(|c: char| c.is_ascii_alphanumeric())
             && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
         if !ok {
-            return Err(ApiError::validation(
-                "username",
-                "3-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit",
-            ));
+            return Err(ApiError::validation("username", "3-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"));
         }
         Ok(Username(s))
     }

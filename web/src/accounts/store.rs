@@ -134,10 +134,7 @@ impl AccountStore {
     /// An account and its password hash by username, for login.
     pub async fn credentials(&self, username: &Username) -> Result<Option<(User, String)>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(username.as_str().to_owned())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(username.as_str().to_owned()).fetch_optional(self.db.pool()).await?;
         match row {
             Some(row) => Ok(Some((user_from_row(&row)?, row.try_get("password_hash")?))),
             None => Ok(None),
@@ -231,11 +228,8 @@ impl AccountStore {
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
             cols = USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(token_hash.to_owned())
-            .bind(unix_millis(now))
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(token_hash.to_owned()).bind(unix_millis(now)).fetch_optional(self.db.pool()).await?;
         match row {
             Some(row) => Ok(Some((user_from_row(&row)?, row.try_get("session_expires_at")?))),
             None => Ok(None),

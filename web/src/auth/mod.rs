@@ -196,7 +196,11 @@ pub struct LocaleRequest {
 #[utoipa::path(put, path = "/api/v1/me/locale", tag = "auth", request_body = LocaleRequest,
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("session" = []), ("bearer" = [])))]
-pub async fn set_locale(State(state): State<AppState>, me: CurrentUser, ApiJson(req): ApiJson<LocaleRequest>) -> Result<Json<User>, ApiError> {
+pub async fn set_locale(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    ApiJson(req): ApiJson<LocaleRequest>,
+) -> Result<Json<User>, ApiError> {
     let changes = UserChanges { locale: Some(req.locale), ..Default::default() };
     let user = state.accounts.update_user(&me.user.id, changes, state.clock.now()).await.map_err(anyhow::Error::from)?;
     user.map(Json).ok_or_else(|| ApiError::NotFound("account no longer exists".into()))
@@ -217,7 +221,11 @@ pub struct PasswordChange {
     responses((status = 204, description = "Changed; log in again"), (status = 401, body = ErrorBody),
         (status = 403, description = "Current password wrong", body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("session" = []), ("bearer" = [])))]
-pub async fn change_password(State(state): State<AppState>, me: CurrentUser, ApiJson(req): ApiJson<PasswordChange>) -> Result<Response, ApiError> {
+pub async fn change_password(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> Result<Response, ApiError> {
     check_password_strength("new_password", &req.new_password)?;
     let (_, hash) = state
         .accounts

@@ -7,10 +7,7 @@ use std::sync::OnceLock;
 
 /// Hashes `password` into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
 pub fn hash(password: &str) -> anyhow::Result<String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))
+    Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))
 }
 
 /// True if `password` matches the PHC string `phc`. A malformed hash never matches.

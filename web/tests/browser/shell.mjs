@@ -30,9 +30,15 @@ try {
   await page.waitForSelector('nav.nav', { timeout: 30000 });
   check(await page.locator('[data-role=teacher]').count() === 1, 'the teacher home page is shown');
 
+  // Switches the language in the navigation and waits until the page has been redrawn in it.
+  const switchTo = async (tag) => {
+    const before = await page.evaluate(() => Number(document.documentElement.dataset.renders || 0));
+    await page.selectOption('#lang', tag);
+    await page.waitForFunction(([t, n]) => document.documentElement.lang === t &&
+      Number(document.documentElement.dataset.renders || 0) > n, [tag, before], { timeout: 30000 });
+  };
   // Start from zh-CN whatever the account had (makes the script safe to re-run by hand).
-  await page.selectOption('#lang', 'zh-CN');
-  await page.waitForFunction(() => document.documentElement.lang === 'zh-CN' && document.documentElement.dir === 'ltr');
+  if (await page.evaluate(() => document.documentElement.lang) !== 'zh-CN') await switchTo('zh-CN');
   const navBox = () => page.locator('nav.nav').boundingBox();
   const mainBox = () => page.locator('main').boundingBox();
   const ltrNav = await navBox();
@@ -40,9 +46,8 @@ try {
   check(ltrNav.x < 10 && ltrMain.x > ltrNav.x, `in zh-CN the navigation is on the left (nav x=${ltrNav.x}, main x=${ltrMain.x})`);
   if (shots) await page.screenshot({ path: `${shots}/shell-zh-CN.png` });
 
-  await page.selectOption('#lang', 'ug');
-  await page.waitForFunction(() => document.documentElement.lang === 'ug' && document.documentElement.dir === 'rtl', null, { timeout: 30000 });
-  await page.waitForSelector('nav.nav');
+  await switchTo('ug');
+  check(await page.evaluate(() => document.documentElement.dir) === 'rtl', 'ug sets dir=rtl');
 
   const width = page.viewportSize().width;
   const rtlNav = await navBox();

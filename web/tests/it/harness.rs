@@ -1,0 +1,135 @@
+//! A server per test: the real router over a fresh database, a manual clock, and helpers that
+//! send JSON requests through `tower::ServiceExt::oneshot`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use tongxin_common::testing::TestDb;
+use tongxin_common::{Clock, TokenKey};
+use tongxin_web::accounts::store::NewUser;
+use tongxin_web::accounts::{AccountRole, Locale, User, Username};
+use tongxin_web::auth::password;
+use tongxin_web::config::Config;
+use tongxin_web::state::{AppState, migrate};
+use tower::ServiceExt as _;
+
+/// Where the manual clock starts: 2026-11-29T00:00:00Z.
+pub const T0: Duration = Duration::from_secs(1_795_910_400);
+
+/// The client address test requests appear to come from (a documentation range).
+pub const CLIENT: &str = "203.0.113.7:40000";
+
+pub struct TestApp {
+    pub state: AppState,
+    pub router: Router,
+    pub clock: Clock,
+    pub test_db: TestDb,
+}
+
+impl TestApp {
+    /// One app over each backend: SQLite always, PostgreSQL when TEST_POSTGRES_URL is set.
+    pub async fn each() -> Vec<TestApp> {
+        let mut apps = Vec::new();
+        for test_db in TestDb::each().await {
+            apps.push(TestApp::over(test_db).await);
+        }
+        apps
+    }
+
+    pub async fn sqlite() -> TestApp {
+        TestApp::over(TestDb::sqlite().await).await
+    }
+
+    async fn over(test_db: TestDb) -> TestApp {
+        migrate(&test_db.db).await.expect("migrate");
+        let clock = Clock::manual(UNIX_EPOCH + T0);
+        let mut config = Config::default();
+        config.storage.data_dir = std::env::temp_dir();
+        let key = TokenKey::from_secret(&[42u8; 32]).unwrap();
+        let state = AppState::assemble(config, test_db.db.clone(), key, clock.clone());
+        let router = tongxin_web::app(state.clone());
+        TestApp { state, router, clock, test_db }
+    }
+
+    pub fn backend(&self) -> String {
+        format!("{:?}", self.test_db.backend())
+    }
+
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// Creates an account directly in the store.
+    pub async fn user(&self, username: &str, role: AccountRole, password_text: &str) -> User {
+        let new = NewUser {
+            username: Username::parse(username).unwrap(),
+            display_name: format!("{username} display"),
+            role,
+            password_hash: password::hash(password_text).unwrap(),
+            locale: Locale::ZhCn,
+        };
+        self.state.accounts.create_user(new, self.now()).await.unwrap()
+    }
+
+    /// Logs in and returns the bearer token.
+    pub async fn login(&self, username: &str, password_text: &str) -> String {
+        let (status, body) = self
+            .call(Method::POST, "/api/v1/auth/login", None, Some(serde_json::json!({"username": username, "password": password_text})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "login as {username} on {}: {body}", self.backend());
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// An admin's token (creating the admin).
+    pub async fn admin_token(&self) -> String {
+        self.user("root", AccountRole::Admin, "root-password").await;
+        self.login("root", "root-password").await
+    }
+
+    /// Sends a JSON request; returns the status and the parsed body (Null if empty or not JSON).
+    pub async fn call(&self, method: Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let (status, _, bytes) = self.raw(method, path, bearer, body.map(|b| b.to_string()), &[]).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Sends a request with a raw body and extra headers.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+        req.extensions_mut().insert(ConnectInfo(CLIENT.parse::<SocketAddr>().unwrap()));
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (status, headers, bytes)
+    }
+}
+
+/// Asserts an error body of the documented shape and returns its code.
+pub fn error_code(body: &Value) -> &str {
+    let e = &body["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "error without message: {body}");
+    e["code"].as_str().unwrap_or_else(|| panic!("error without code: {body}"))
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the `tongxin` server. Modules under `serial` drive a real browser and
+//! run one at a time (`make test` runs them with --test-threads=1); everything else runs in
+//! parallel.
+
+mod api;
+mod cli;
+mod harness;
+mod serial;
+mod store;
