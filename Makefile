@@ -6,13 +6,15 @@
 
 CARGO ?= cargo
 ARGS ?=
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: run build test lint test-parallel test-serial deps deps-test fmt clean
 
 run: deps
 	$(CARGO) build --release --locked -p tongxin-web
-	"$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/tongxin" serve $(ARGS)
+	"$(CARGO_TARGET_DIR)/release/tongxin" serve $(ARGS)
 
 build: deps
 	$(CARGO) build --release --locked -p tongxin-web

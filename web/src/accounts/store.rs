@@ -162,46 +162,22 @@ impl AccountStore {
         if exists.is_none() {
             return Ok(None);
         }
-        if let Some(name) = &changes.display_name {
-            sqlx::query("UPDATE users SET display_name = $1, updated_at = $2 WHERE id = $3")
-                .bind(name.clone())
-                .bind(t)
-                .bind(id.0.clone())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(role) = changes.role {
-            sqlx::query("UPDATE users SET role = $1, updated_at = $2 WHERE id = $3")
-                .bind(role.as_str())
-                .bind(t)
-                .bind(id.0.clone())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(locale) = changes.locale {
-            sqlx::query("UPDATE users SET locale = $1, updated_at = $2 WHERE id = $3")
-                .bind(locale.as_str())
-                .bind(t)
-                .bind(id.0.clone())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(hash) = &changes.password_hash {
-            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
-                .bind(hash.clone())
-                .bind(t)
-                .bind(id.0.clone())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(disabled) = changes.disabled {
-            sqlx::query("UPDATE users SET disabled_at = $1, updated_at = $2 WHERE id = $3")
-                .bind(disabled.then_some(t))
-                .bind(t)
-                .bind(id.0.clone())
-                .execute(&mut *tx)
-                .await?;
-        }
+        // One statement: absent changes bind NULL and keep the column as it is.
+        sqlx::query(
+            "UPDATE users SET display_name = COALESCE($1, display_name), role = COALESCE($2, role), \
+             locale = COALESCE($3, locale), password_hash = COALESCE($4, password_hash), \
+             disabled_at = CASE WHEN $5 = 1 THEN COALESCE(disabled_at, $6) WHEN $5 = 0 THEN NULL ELSE disabled_at END, \
+             updated_at = $6 WHERE id = $7",
+        )
+        .bind(changes.display_name.clone())
+        .bind(changes.role.map(AccountRole::as_str))
+        .bind(changes.locale.map(Locale::as_str))
+        .bind(changes.password_hash.clone())
+        .bind(changes.disabled.map(i64::from))
+        .bind(t)
+        .bind(id.0.clone())
+        .execute(&mut *tx)
+        .await?;
         if changes.disabled == Some(true) || changes.password_hash.is_some() || changes.role.is_some() {
             sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(id.0.clone()).execute(&mut *tx).await?;
         }
