@@ -25,12 +25,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ("auth.token_secret", "base64 secret (>= 32 bytes) signing join tokens; default a key file in data_dir"),
     ("auth.session_ttl", "how long a login session lasts, e.g. 12h"),
     ("auth.join_token_ttl", "default lifetime of a join token, e.g. 1h"),
+    ("media.listen", "UDP address of the one media port (WebRTC, WHIP, WHEP)"),
+    ("media.public_ip", "address clients reach the media port on (for a server behind NAT)"),
     ("log.format", "text or json"),
     ("log.level", "a tracing filter such as info or tongxin_web=debug,info"),
 ];
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The HTTP server.
@@ -39,8 +41,26 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Sessions and join tokens.
     pub auth: AuthConfig,
+    /// The media port.
+    pub media: MediaConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// `media.listen`
+    pub listen: SocketAddr,
+    /// `media.public_ip`
+    pub public_ip: Option<std::net::IpAddr>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig { listen: SocketAddr::from(([127, 0, 0, 1], 7882)), public_ip: None }
+    }
 }
 
 /// `[http]`
@@ -129,13 +149,6 @@ impl Default for AuthConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { format: LogFormat::Text, level: "info".into() }
-    }
-}
-
-#[allow(clippy::derivable_impls)] // spelled out so the defaults sit beside the sections' own.
-impl Default for Config {
-    fn default() -> Self {
-        Config { http: HttpConfig::default(), storage: StorageConfig::default(), auth: AuthConfig::default(), log: LogConfig::default() }
     }
 }
 
@@ -283,6 +296,12 @@ impl Config {
         }
         if self.auth.join_token_ttl > tongxin_common::grant::MAX_TTL {
             return Err(ConfigError::Key { key: "auth.join_token_ttl".into(), message: "must be at most 24h".into() });
+        }
+        if self.media.listen.ip().is_unspecified() && self.media.public_ip.is_none() {
+            return Err(ConfigError::Key {
+                key: "media.public_ip".into(),
+                message: "required when media.listen is a wildcard address: the address clients reach".into(),
+            });
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::Key { key: "log.level".into(), message: e.to_string() });

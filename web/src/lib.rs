@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod openapi;
@@ -49,7 +50,12 @@ pub fn app(state: AppState) -> Router {
         .merge(tokens::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this endpoint".into()) });
+    let whip = match &state.media {
+        Some(media) => media::router(&state, media.clone()),
+        None => Router::new(),
+    };
     Router::new()
+        .merge(whip)
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi::document))
         .merge(ops::router())

@@ -30,6 +30,8 @@ pub struct AppState {
     pub throttle: Arc<LoginThrottle>,
     /// The wall clock (manual in tests).
     pub clock: Clock,
+    /// The media server (WHIP/WHEP), when started.
+    pub media: Option<tongxin_sfu::MediaServer>,
 }
 
 impl AppState {
@@ -37,7 +39,10 @@ impl AppState {
     pub async fn open(config: Config, clock: Clock) -> anyhow::Result<AppState> {
         let db = open_database(&config).await?;
         let token_key = load_token_key(&config)?;
-        Ok(AppState::assemble(config, db, token_key, clock))
+        let media = tongxin_sfu::MediaServer::start(config.media.listen, config.media.public_ip, tongxin_sfu::SfuConfig::default())
+            .await
+            .context("cannot start the media server (media.listen)")?;
+        Ok(AppState::assemble(config, db, token_key, clock).with_media(media))
     }
 
     /// The state over an already migrated database (tests use this with their own databases).
@@ -50,7 +55,14 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             throttle: Arc::new(LoginThrottle::default()),
             clock,
+            media: None,
         }
+    }
+
+    /// The state with a running media server, whose WHIP/WHEP routes `app()` then mounts.
+    pub fn with_media(mut self, media: tongxin_sfu::MediaServer) -> AppState {
+        self.media = Some(media);
+        self
     }
 }
 

@@ -1,0 +1,835 @@
+//! The sans-IO core: rooms, peers and forwarding, fed with `(now, input)`.
+//!
+//! Each peer connection is one str0m [`Rtc`] in RTP mode (ICE-lite). A publisher's packets are
+//! forwarded as RTP to every subscriber of that publisher, with sequence numbers and timestamps
+//! rebased per subscriber. No socket, task or clock lives here: the shell feeds datagrams and
+//! timeouts and sends what [`Sfu::poll_transmit`] returns.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use str0m::change::SdpOffer;
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tongxin_common::{Identity, JoinGrant, RoomName};
+
+use crate::stun;
+
+/// A peer connection's id, unique for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+/// Which video codecs a room accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CodecPolicy {
+    /// H.264 constrained baseline only: lessons, so OBS, Chromium and cheap phones agree.
+    H264Only,
+    /// H.264 or VP8.
+    #[default]
+    H264OrVp8,
+}
+
+/// How the core is set up.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// The addresses announced as host candidates (the media port as clients reach it).
+    pub candidates: Vec<SocketAddr>,
+    /// Drop every datagram whose source is not a loopback address (tests, single-host set-ups).
+    pub loopback_only: bool,
+    /// The codec policy of rooms nobody configured.
+    pub default_policy: CodecPolicy,
+    /// How long a peer may stay disconnected before it is removed.
+    pub disconnect_grace: Duration,
+    /// The shortest interval between keyframe requests relayed to one publisher track.
+    pub keyframe_request_interval: Duration,
+    /// How long a new session may take to connect (ICE and DTLS) before it is dropped.
+    pub connect_timeout: Duration,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            candidates: Vec::new(),
+            loopback_only: false,
+            default_policy: CodecPolicy::default(),
+            disconnect_grace: Duration::from_secs(15),
+            keyframe_request_interval: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a publish or subscribe was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SfuError {
+    /// The SDP could not be parsed.
+    #[error("unparsable SDP: {0}")]
+    BadSdp(String),
+    /// The SDP parsed but cannot be used (no common codec, missing ICE or DTLS attributes).
+    #[error("unusable SDP: {0}")]
+    UnusableSdp(String),
+    /// The grant does not allow this.
+    #[error("{0}")]
+    NotAllowed(&'static str),
+    /// Nobody publishes in the room (or not the participant asked for).
+    #[error("nobody is publishing")]
+    NoPublisher,
+    /// The peer is gone.
+    #[error("no such session")]
+    NoSuchPeer,
+}
+
+/// Something the service above the core may want to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SfuEvent {
+    /// ICE and DTLS are up for this peer.
+    Connected(PeerId),
+    /// The peer was removed.
+    Removed {
+        /// Which.
+        peer: PeerId,
+        /// Why.
+        reason: RemoveReason,
+    },
+}
+
+/// Why a peer left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// Ended by request (WHIP/WHEP DELETE).
+    Ended,
+    /// Replaced by a new session with the same identity.
+    Replaced,
+    /// Disconnected for longer than the grace period, or closed by the remote.
+    Timeout,
+    /// The connection failed (DTLS error and the like).
+    Failed,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// From which local address.
+    pub source: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// A publisher's incoming track.
+#[derive(Debug)]
+struct TrackIn {
+    kind: MediaKind,
+    /// The last RFC 6464 level (−dBov) heard on an audio track.
+    audio_level: Option<i8>,
+    last_keyframe_request: Option<Instant>,
+}
+
+/// A subscriber's outgoing m-line and how the current source maps onto it.
+#[derive(Debug)]
+struct TrackOut {
+    mid: Mid,
+    kind: MediaKind,
+    /// (publisher, ssrc) currently forwarded here.
+    source: Option<(PeerId, Ssrc)>,
+    seq_delta: u64,
+    ts_delta: u32,
+    last_seq: u64,
+    last_ts: u32,
+    /// Nothing forwarded until the first keyframe of a video source (a decoder needs one).
+    waiting_for_keyframe: bool,
+}
+
+#[derive(Debug)]
+enum Role {
+    Publisher { tracks: HashMap<Mid, TrackIn>, ssrc_mid: HashMap<Ssrc, Mid>, sr_anchor: Option<(Instant, SystemTime)> },
+    Subscriber { target: Option<Identity>, source: Option<PeerId>, outs: Vec<TrackOut> },
+}
+
+struct Peer {
+    room: RoomName,
+    identity: Identity,
+    rtc: Rtc,
+    role: Role,
+    ufrag: String,
+    addrs: HashSet<SocketAddr>,
+    connected: bool,
+    disconnected_since: Option<Instant>,
+    next_timeout: Instant,
+    created: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    policy: Option<CodecPolicy>,
+    /// Publishers in the order they started.
+    publishers: Vec<PeerId>,
+    subscribers: HashSet<PeerId>,
+}
+
+/// What a publish or subscribe produced.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The new peer.
+    pub peer: PeerId,
+    /// The SDP answer to return.
+    pub answer: String,
+}
+
+/// The selective forwarding unit.
+pub struct Sfu {
+    config: SfuConfig,
+    rooms: HashMap<RoomName, Room>,
+    peers: HashMap<PeerId, Peer>,
+    by_ufrag: HashMap<String, PeerId>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    keyframe_requests: VecDeque<(PeerId, Mid, KeyframeRequestKind)>,
+    next_id: u64,
+    /// Datagrams dropped before reaching any peer (unknown source, garbage, not loopback).
+    pub dropped: u64,
+}
+
+impl Sfu {
+    /// An empty SFU.
+    pub fn new(config: SfuConfig) -> Self {
+        Sfu {
+            config,
+            rooms: HashMap::new(),
+            peers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            keyframe_requests: VecDeque::new(),
+            next_id: 1,
+            dropped: 0,
+        }
+    }
+
+    /// Sets a room's codec policy (rooms without one use the configured default).
+    pub fn set_room_policy(&mut self, room: &RoomName, policy: CodecPolicy) {
+        self.rooms.entry(room.clone()).or_default().policy = Some(policy);
+    }
+
+    fn rtc_config(&self, room: &RoomName) -> RtcConfig {
+        let policy = self.rooms.get(room).and_then(|r| r.policy).unwrap_or(self.config.default_policy);
+        let mut cfg = RtcConfig::new().set_ice_lite(true).set_rtp_mode(true).clear_codecs().enable_opus(true, false);
+        if policy == CodecPolicy::H264OrVp8 {
+            cfg = cfg.enable_vp8(true);
+        }
+        cfg.codec_config().add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+        cfg
+    }
+
+    /// Number of live peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The identity and room of a peer.
+    pub fn peer_info(&self, peer: PeerId) -> Option<(&RoomName, &Identity)> {
+        self.peers.get(&peer).map(|p| (&p.room, &p.identity))
+    }
+
+    /// Starts a publisher from a WHIP offer. A live publisher with the same identity in the room
+    /// is replaced; its subscribers move to the new session.
+    pub fn publish(&mut self, now: Instant, grant: &JoinGrant, offer: &str) -> Result<Session, SfuError> {
+        if !grant.can_publish {
+            return Err(SfuError::NotAllowed("this token does not allow publishing"));
+        }
+        let role = Role::Publisher { tracks: HashMap::new(), ssrc_mid: HashMap::new(), sr_anchor: None };
+        let session = self.add_peer(now, grant, offer, role, true)?;
+        let replaced: Vec<PeerId> = self.rooms[&grant.room]
+            .publishers
+            .iter()
+            .copied()
+            .filter(|p| *p != session.peer && self.peers.get(p).is_some_and(|x| x.identity == grant.identity))
+            .collect();
+        for old in replaced {
+            self.remove(now, old, RemoveReason::Replaced);
+        }
+        self.rooms.get_mut(&grant.room).expect("room exists after add_peer").publishers.push(session.peer);
+        self.attach_waiting_subscribers(now, &grant.room);
+        Ok(session)
+    }
+
+    /// Starts a subscriber from a WHEP offer: it plays `target`, or the room's main publisher
+    /// (the first publishing teacher, else the first publisher).
+    pub fn subscribe(&mut self, now: Instant, grant: &JoinGrant, target: Option<Identity>, offer: &str) -> Result<Session, SfuError> {
+        if !grant.can_subscribe {
+            return Err(SfuError::NotAllowed("this token does not allow subscribing"));
+        }
+        let source = self.pick_publisher(&grant.room, target.as_ref()).ok_or(SfuError::NoPublisher)?;
+        let role = Role::Subscriber { target, source: None, outs: Vec::new() };
+        let session = self.add_peer(now, grant, offer, role, false)?;
+        self.rooms.get_mut(&grant.room).expect("room exists after add_peer").subscribers.insert(session.peer);
+        self.attach(now, session.peer, source);
+        Ok(session)
+    }
+
+    fn pick_publisher(&self, room: &RoomName, target: Option<&Identity>) -> Option<PeerId> {
+        let room = self.rooms.get(room)?;
+        let live = room.publishers.iter().copied().filter_map(|id| self.peers.get(&id).map(|p| (id, p)));
+        match target {
+            Some(t) => live.filter(|(_, p)| &p.identity == t).map(|(id, _)| id).next_back(),
+            None => live.map(|(id, _)| id).next(),
+        }
+    }
+
+    fn add_peer(&mut self, now: Instant, grant: &JoinGrant, offer: &str, role: Role, publishing: bool) -> Result<Session, SfuError> {
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(first_line(&e.to_string())))?;
+        let mut rtc = self.rtc_config(&grant.room).build(now);
+        for addr in &self.config.candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot announce a media candidate"),
+            }
+        }
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::UnusableSdp(first_line(&e.to_string())))?;
+        let answer = answer.to_sdp_string();
+        let mids = media_lines(&answer);
+        let mut usable = Vec::new();
+        for (mid, kind) in &mids {
+            let Some(media) = rtc.media(*mid) else { continue };
+            let sends = media.direction().is_sending();
+            let receives = media.direction().is_receiving();
+            if media.disabled() || media.remote_pts().is_empty() || (publishing && !receives) || (!publishing && !sends) {
+                continue;
+            }
+            usable.push((*mid, *kind));
+        }
+        if usable.is_empty() {
+            let want = if publishing { "sendonly" } else { "recvonly" };
+            return Err(SfuError::UnusableSdp(format!(
+                "no {want} audio or video m-line with a codec this room accepts (H.264, VP8 or Opus)"
+            )));
+        }
+        let role = match role {
+            Role::Publisher { .. } => Role::Publisher {
+                tracks: usable
+                    .iter()
+                    .map(|(mid, kind)| (*mid, TrackIn { kind: *kind, audio_level: None, last_keyframe_request: None }))
+                    .collect(),
+                ssrc_mid: HashMap::new(),
+                sr_anchor: None,
+            },
+            Role::Subscriber { target, .. } => Role::Subscriber {
+                target,
+                source: None,
+                outs: usable
+                    .iter()
+                    .map(|(mid, kind)| TrackOut {
+                        mid: *mid,
+                        kind: *kind,
+                        source: None,
+                        seq_delta: 0,
+                        ts_delta: 0,
+                        last_seq: 0,
+                        last_ts: 0,
+                        waiting_for_keyframe: *kind == MediaKind::Video,
+                    })
+                    .collect(),
+            },
+        };
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let id = PeerId(self.next_id);
+        self.next_id += 1;
+        self.rooms.entry(grant.room.clone()).or_default();
+        self.by_ufrag.insert(ufrag.clone(), id);
+        let peer = Peer {
+            room: grant.room.clone(),
+            identity: grant.identity.clone(),
+            rtc,
+            role,
+            ufrag,
+            addrs: HashSet::new(),
+            connected: false,
+            disconnected_since: None,
+            next_timeout: now,
+            created: now,
+        };
+        self.peers.insert(id, peer);
+        self.drain(now, id);
+        Ok(Session { peer: id, answer })
+    }
+
+    /// Points subscribers whose publisher is gone (or who wait for a named one) at a live one.
+    fn attach_waiting_subscribers(&mut self, now: Instant, room: &RoomName) {
+        let Some(r) = self.rooms.get(room) else { return };
+        let subs: Vec<PeerId> = r.subscribers.iter().copied().collect();
+        for sub in subs {
+            let (source, target) = match self.peers.get(&sub).map(|p| &p.role) {
+                Some(Role::Subscriber { source, target, .. }) => (*source, target.clone()),
+                _ => continue,
+            };
+            let live_source = source.filter(|s| self.peers.contains_key(s));
+            let wanted = self.pick_publisher(room, target.as_ref());
+            if let Some(w) = wanted
+                && (live_source.is_none() || (target.is_some() && wanted != live_source))
+            {
+                self.attach(now, sub, w);
+            }
+        }
+    }
+
+    fn attach(&mut self, now: Instant, sub: PeerId, publisher: PeerId) {
+        if let Some(Peer { role: Role::Subscriber { source, outs, .. }, .. }) = self.peers.get_mut(&sub) {
+            *source = Some(publisher);
+            for out in outs.iter_mut() {
+                out.source = None;
+                out.waiting_for_keyframe = out.kind == MediaKind::Video;
+            }
+        }
+        self.request_keyframes(now, publisher);
+    }
+
+    fn request_keyframes(&mut self, now: Instant, publisher: PeerId) {
+        let Some(Peer { role: Role::Publisher { tracks, .. }, .. }) = self.peers.get(&publisher) else { return };
+        let video: Vec<Mid> = tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video).map(|(m, _)| *m).collect();
+        for mid in video {
+            self.keyframe_requests.push_back((publisher, mid, KeyframeRequestKind::Pli));
+        }
+        self.flush_keyframe_requests(now);
+    }
+
+    /// Ends a peer (WHIP/WHEP DELETE).
+    pub fn end(&mut self, now: Instant, peer: PeerId) -> Result<(), SfuError> {
+        if !self.peers.contains_key(&peer) {
+            return Err(SfuError::NoSuchPeer);
+        }
+        self.remove(now, peer, RemoveReason::Ended);
+        Ok(())
+    }
+
+    fn remove(&mut self, now: Instant, id: PeerId, reason: RemoveReason) {
+        let Some(mut peer) = self.peers.remove(&id) else { return };
+        peer.rtc.disconnect();
+        self.by_ufrag.remove(&peer.ufrag);
+        for addr in &peer.addrs {
+            self.by_addr.remove(addr);
+        }
+        if let Some(room) = self.rooms.get_mut(&peer.room) {
+            room.publishers.retain(|p| *p != id);
+            room.subscribers.remove(&id);
+        }
+        tracing::info!(peer = id.0, room = %peer.room, ?reason, "peer removed");
+        self.events.push_back(SfuEvent::Removed { peer: id, reason });
+        if matches!(peer.role, Role::Publisher { .. }) {
+            self.attach_waiting_subscribers(now, &peer.room.clone());
+        }
+        if let Some(room) = self.rooms.get(&peer.room)
+            && room.publishers.is_empty()
+            && room.subscribers.is_empty()
+            && room.policy.is_none()
+        {
+            self.rooms.remove(&peer.room);
+        }
+    }
+
+    /// Feeds a datagram received on the media port.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
+        if self.config.loopback_only && !source.ip().is_loopback() {
+            self.dropped += 1;
+            return;
+        }
+        let known = self.by_addr.get(&source).copied();
+        let id = known.or_else(|| stun::local_ufrag(contents).and_then(|u| self.by_ufrag.get(u).copied()));
+        let Some(id) = id else {
+            self.dropped += 1;
+            return;
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, contents) else {
+            self.dropped += 1;
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if !peer.rtc.accepts(&input) {
+            self.dropped += 1;
+            return;
+        }
+        if known.is_none() {
+            // The check above verified the STUN message's integrity: this address is the peer's.
+            peer.addrs.insert(source);
+            self.by_addr.insert(source, id);
+        }
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(peer = id.0, error = %e, "input refused");
+            if !peer.rtc.is_alive() {
+                self.remove(now, id, RemoveReason::Failed);
+                return;
+            }
+        }
+        self.drain(now, id);
+        self.flush_keyframe_requests(now);
+    }
+
+    /// The earliest instant [`Sfu::handle_timeout`] should run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers.values().map(|p| p.next_timeout).min()
+    }
+
+    /// Advances every peer whose timer is due, and removes peers that are gone.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.next_timeout <= now).map(|(id, _)| *id).collect();
+        for id in due {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                let _ = peer.rtc.handle_input(Input::Timeout(now));
+            }
+            self.drain(now, id);
+        }
+        let expired: Vec<(PeerId, RemoveReason)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| {
+                let dead = !p.rtc.is_alive();
+                let disconnected_too_long = p.disconnected_since.is_some_and(|t| now.duration_since(t) >= self.config.disconnect_grace);
+                let never_connected = !p.connected && now.duration_since(p.created) >= self.config.connect_timeout;
+                (dead || disconnected_too_long || never_connected).then_some((*id, RemoveReason::Timeout))
+            })
+            .collect();
+        for (id, reason) in expired {
+            self.remove(now, id, reason);
+        }
+        self.flush_keyframe_requests(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the service above.
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    /// Drains one peer's outputs until it asks for a timeout (str0m's contract after every change).
+    fn drain(&mut self, now: Instant, id: PeerId) {
+        loop {
+            let Some(peer) = self.peers.get_mut(&id) else { return };
+            let out = match peer.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::debug!(peer = id.0, error = %e, "peer failed");
+                    self.remove(now, id, RemoveReason::Failed);
+                    return;
+                }
+            };
+            match out {
+                Output::Timeout(t) => {
+                    // str0m may ask to be woken at `now`; never schedule into the past.
+                    peer.next_timeout = t.max(now + Duration::from_millis(1));
+                    return;
+                }
+                Output::Transmit(t) => {
+                    self.transmits.push_back(Transmit { destination: t.destination, source: t.source, contents: t.contents.to_vec() })
+                }
+                Output::Event(e) => self.handle_event(now, id, e),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, now: Instant, id: PeerId, event: Event) {
+        match event {
+            Event::Connected => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.connected = true;
+                    p.disconnected_since = None;
+                }
+                self.events.push_back(SfuEvent::Connected(id));
+                // A subscriber that just connected needs a keyframe to start decoding.
+                if let Some(Peer { role: Role::Subscriber { source: Some(src), .. }, .. }) = self.peers.get(&id) {
+                    let src = *src;
+                    self.request_keyframes(now, src);
+                }
+            }
+            Event::IceConnectionStateChange(state) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    match state {
+                        IceConnectionState::Disconnected => p.disconnected_since = p.disconnected_since.or(Some(now)),
+                        IceConnectionState::Connected | IceConnectionState::Completed => p.disconnected_since = None,
+                        _ => {}
+                    }
+                }
+            }
+            Event::RtpPacket(packet) => self.forward(now, id, packet),
+            Event::KeyframeRequest(req) => {
+                let source = match self.peers.get(&id).map(|p| &p.role) {
+                    Some(Role::Subscriber { source: Some(s), outs, .. }) => {
+                        outs.iter().find(|o| o.mid == req.mid).and_then(|o| o.source.map(|(p, _)| p).or(Some(*s)))
+                    }
+                    _ => None,
+                };
+                if let Some(publisher) = source
+                    && let Some(Peer { role: Role::Publisher { tracks, .. }, .. }) = self.peers.get(&publisher)
+                {
+                    for (mid, _) in tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video) {
+                        self.keyframe_requests.push_back((publisher, *mid, req.kind));
+                    }
+                }
+            }
+            Event::SenderFeedback(fb) => {
+                if let Some(Peer { role: Role::Publisher { sr_anchor, .. }, .. }) = self.peers.get_mut(&id)
+                    && sr_anchor.is_none()
+                {
+                    *sr_anchor = Some((fb.received_at, fb.sender_info.ntp_time));
+                }
+            }
+            Event::Closed => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.disconnected_since = Some(now - self.config.disconnect_grace);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn flush_keyframe_requests(&mut self, now: Instant) {
+        let interval = self.config.keyframe_request_interval;
+        while let Some((publisher, mid, kind)) = self.keyframe_requests.pop_front() {
+            let Some(peer) = self.peers.get_mut(&publisher) else { continue };
+            let Role::Publisher { tracks, .. } = &mut peer.role else { continue };
+            let Some(track) = tracks.get_mut(&mid) else { continue };
+            if track.last_keyframe_request.is_some_and(|t| now.duration_since(t) < interval) {
+                continue;
+            }
+            track.last_keyframe_request = Some(now);
+            if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                rx.request_keyframe(kind);
+            }
+            self.drain(now, publisher);
+        }
+    }
+
+    /// Forwards one packet from publisher `from` to each of its subscribers.
+    fn forward(&mut self, now: Instant, from: PeerId, packet: RtpPacket) {
+        let ssrc = packet.header.ssrc;
+        let Some(publisher) = self.peers.get_mut(&from) else { return };
+        let room = publisher.room.clone();
+        let params: Option<PayloadParams> = publisher.rtc.codec_config().find(|p| p.pt() == packet.header.payload_type).copied();
+        let Some(params) = params else { return };
+        let Role::Publisher { tracks, ssrc_mid, sr_anchor } = &mut publisher.role else { return };
+        let mid = match ssrc_mid.get(&ssrc) {
+            Some(m) => *m,
+            None => {
+                let Some(mid) = publisher.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else { return };
+                ssrc_mid.insert(ssrc, mid);
+                mid
+            }
+        };
+        let Some(track) = tracks.get_mut(&mid) else { return };
+        let kind = track.kind;
+        if kind == MediaKind::Audio && packet.header.ext_vals.audio_level.is_some() {
+            track.audio_level = packet.header.ext_vals.audio_level;
+        }
+        // Lip sync: map the publisher's RTP time through its own sender report when there is one,
+        // so audio and video keep the publisher's relation, not the network's.
+        let wallclock = match (sr_anchor, &packet.last_sender_info) {
+            (Some((anchor_at, anchor_ntp)), Some(sr)) => {
+                let clock = params.spec().clock_rate.get() as i64;
+                let rtp_diff = packet.header.timestamp.wrapping_sub(sr.rtp_time.numer() as u32) as i32 as i64;
+                let ntp = sr.ntp_time + Duration::from_micros(0);
+                let packet_ntp = if rtp_diff >= 0 {
+                    ntp + Duration::from_micros((rtp_diff * 1_000_000 / clock) as u64)
+                } else {
+                    ntp - Duration::from_micros((-rtp_diff * 1_000_000 / clock) as u64)
+                };
+                match packet_ntp.duration_since(*anchor_ntp) {
+                    Ok(d) => *anchor_at + d,
+                    Err(e) => anchor_at.checked_sub(e.duration()).unwrap_or(packet.timestamp),
+                }
+            }
+            _ => packet.timestamp,
+        }
+        .min(now);
+        let is_keyframe = kind == MediaKind::Video && is_keyframe(params, &packet.payload);
+        let Some(room) = self.rooms.get(&room) else { return };
+        let subs: Vec<PeerId> = room.subscribers.iter().copied().collect();
+        for sub in subs {
+            let Some(peer) = self.peers.get_mut(&sub) else { continue };
+            let Role::Subscriber { source: Some(src), outs, .. } = &mut peer.role else { continue };
+            if *src != from {
+                continue;
+            }
+            let Some(out) = outs.iter_mut().find(|o| o.kind == kind && (o.source.is_none() || o.source == Some((from, ssrc)))) else {
+                continue;
+            };
+            if out.source.is_none() {
+                if kind == MediaKind::Video && !is_keyframe {
+                    continue; // wait for a keyframe; one was requested when this source was attached
+                }
+                // Rebase: the first packet of a new source follows the last one sent on this m-line.
+                out.seq_delta = (out.last_seq + 1).wrapping_sub(*packet.seq_no);
+                out.ts_delta = if out.last_seq == 0 {
+                    0
+                } else {
+                    out.last_ts.wrapping_add(params.spec().clock_rate.get() / 30).wrapping_sub(packet.header.timestamp)
+                };
+                out.source = Some((from, ssrc));
+                out.waiting_for_keyframe = false;
+            }
+            let seq = (*packet.seq_no).wrapping_add(out.seq_delta);
+            let ts = packet.header.timestamp.wrapping_add(out.ts_delta);
+            out.last_seq = out.last_seq.max(seq);
+            out.last_ts = ts;
+            let out_mid = out.mid;
+            let Some(pt) = peer.rtc.codec_config().match_params(params).map(|p| p.pt()) else { continue };
+            let ext = ExtensionValues {
+                audio_level: packet.header.ext_vals.audio_level,
+                voice_activity: packet.header.ext_vals.voice_activity,
+                ..Default::default()
+            };
+            let write = RtpWrite::new(pt, SeqNo::from(seq), ts, wallclock, packet.payload.clone())
+                .marker(packet.header.marker)
+                .ext_vals(ext)
+                .nackable(kind == MediaKind::Video);
+            if let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(out_mid, None) {
+                tx.write_rtp(write);
+            }
+            self.drain(now, sub);
+        }
+    }
+
+    /// The last audio level (−dBov, RFC 6464) heard from each publisher in a room.
+    pub fn audio_levels(&self, room: &RoomName) -> Vec<(Identity, i8)> {
+        let Some(room) = self.rooms.get(room) else { return Vec::new() };
+        room.publishers
+            .iter()
+            .filter_map(|id| self.peers.get(id))
+            .filter_map(|p| match &p.role {
+                Role::Publisher { tracks, .. } => tracks.values().find_map(|t| t.audio_level).map(|l| (p.identity.clone(), l)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).chars().take(200).collect()
+}
+
+/// The `(mid, kind)` of each audio/video m-line of an SDP, in order.
+fn media_lines(sdp: &str) -> Vec<(Mid, MediaKind)> {
+    let mut out = Vec::new();
+    let mut kind = None;
+    for line in sdp.lines() {
+        if let Some(rest) = line.strip_prefix("m=") {
+            kind = match rest.split(' ').next() {
+                Some("audio") => Some(MediaKind::Audio),
+                Some("video") => Some(MediaKind::Video),
+                _ => None,
+            };
+        } else if let (Some(k), Some(mid)) = (kind, line.strip_prefix("a=mid:")) {
+            out.push((Mid::from(mid.trim()), k));
+        }
+    }
+    out
+}
+
+/// True if an RTP payload starts an H.264 IDR (or carries SPS) or a VP8 keyframe.
+fn is_keyframe(params: PayloadParams, payload: &[u8]) -> bool {
+    use str0m::format::Codec;
+    match params.spec().codec {
+        Codec::H264 => h264_has_keyframe(payload),
+        Codec::Vp8 => vp8_is_keyframe(payload),
+        _ => true,
+    }
+}
+
+fn h264_has_keyframe(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else { return false };
+    match first & 0x1f {
+        5 | 7 => true,
+        // STAP-A: a list of (16-bit size, NAL).
+        24 => {
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let size = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                let Some(nal) = rest.get(2..2 + size) else { return false };
+                if nal.first().is_some_and(|b| matches!(b & 0x1f, 5 | 7)) {
+                    return true;
+                }
+                rest = &rest[2 + size..];
+            }
+            false
+        }
+        // FU-A: the start fragment of an IDR.
+        28 => payload.get(1).is_some_and(|h| h & 0x80 != 0 && h & 0x1f == 5),
+        _ => false,
+    }
+}
+
+fn vp8_is_keyframe(payload: &[u8]) -> bool {
+    // RFC 7741: skip the payload descriptor, then the VP8 frame tag's P bit is 0 for keyframes.
+    let Some(&b0) = payload.first() else { return false };
+    let start = b0 & 0x10 != 0 && b0 & 0x07 == 0;
+    if !start {
+        return false;
+    }
+    let mut i = 1;
+    if b0 & 0x80 != 0 {
+        let Some(&x) = payload.get(1) else { return false };
+        i += 1;
+        if x & 0x80 != 0 {
+            let Some(&m) = payload.get(i) else { return false };
+            i += if m & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            i += 1;
+        }
+        if x & 0x30 != 0 {
+            i += 1;
+        }
+    }
+    payload.get(i).is_some_and(|tag| tag & 0x01 == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h264_keyframes_are_recognised() {
+        assert!(h264_has_keyframe(&[0x65, 1, 2]));
+        assert!(h264_has_keyframe(&[0x67, 1]));
+        assert!(!h264_has_keyframe(&[0x41, 1]));
+        // STAP-A holding SPS
+        assert!(h264_has_keyframe(&[0x78, 0, 2, 0x67, 0x42, 0, 1, 0x68]));
+        // FU-A start of IDR, and a middle fragment
+        assert!(h264_has_keyframe(&[0x7c, 0x85, 1]));
+        assert!(!h264_has_keyframe(&[0x7c, 0x05, 1]));
+        assert!(!h264_has_keyframe(&[]));
+        assert!(!h264_has_keyframe(&[0x78, 0, 200, 1]));
+    }
+
+    #[test]
+    fn vp8_keyframes_are_recognised() {
+        assert!(vp8_is_keyframe(&[0x10, 0x00]));
+        assert!(!vp8_is_keyframe(&[0x10, 0x01]));
+        assert!(!vp8_is_keyframe(&[0x00, 0x00]));
+        // extended descriptor with a 15-bit picture id
+        assert!(vp8_is_keyframe(&[0x90, 0x80, 0x81, 0x02, 0x00]));
+        assert!(!vp8_is_keyframe(&[0x90]));
+    }
+
+    #[test]
+    fn media_lines_are_read_in_order() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 108\r\na=mid:1\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
+        let lines = media_lines(sdp);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].1, MediaKind::Audio);
+        assert_eq!(lines[1].1, MediaKind::Video);
+    }
+}

@@ -1,0 +1,11 @@
+//! Tongxin's media path: a sans-IO selective forwarding unit on str0m ([`core`]), the UDP shell
+//! that runs it ([`shell`]), and the WHIP/WHEP endpoints ([`http`]).
+#![forbid(unsafe_code)]
+
+pub mod core;
+pub mod http;
+pub mod shell;
+pub mod stun;
+
+pub use crate::core::{CodecPolicy, PeerId, Session, Sfu, SfuConfig, SfuError, SfuEvent};
+pub use crate::shell::MediaServer;

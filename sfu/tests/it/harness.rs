@@ -1,0 +1,83 @@
+//! A media server and its WHIP/WHEP routes on loopback ports, and a minimal HTTP/1.1 client.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole, TokenKey};
+use tongxin_sfu::http::{AuthError, Authorizer, WhipState};
+use tongxin_sfu::{MediaServer, SfuConfig};
+
+pub struct TokenAuth(pub TokenKey);
+
+impl Authorizer for TokenAuth {
+    fn authorize<'a>(&'a self, bearer: &'a str) -> Pin<Box<dyn Future<Output = Result<JoinGrant, AuthError>> + Send + 'a>> {
+        Box::pin(async move { self.0.verify(bearer, SystemTime::now()).map(|v| v.grant).map_err(|e| AuthError(e.to_string())) })
+    }
+}
+
+pub struct TestServer {
+    pub http: SocketAddr,
+    #[allow(dead_code)] // kept alive for the test's duration; some tests read its stats
+    pub media: MediaServer,
+    pub key: TokenKey,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let media = MediaServer::start("127.0.0.1:0".parse().unwrap(), None, SfuConfig::default()).await.expect("start media");
+        let key = TokenKey::from_secret(&[5u8; 32]).unwrap();
+        let app = tongxin_sfu::http::router(WhipState::new(media.clone(), Arc::new(TokenAuth(key.clone()))));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestServer { http, media, key }
+    }
+
+    pub fn token(&self, room: &str, identity: &str, role: RoomRole, publish: bool, subscribe: bool) -> String {
+        let grant = JoinGrant {
+            room: RoomName::parse(room).unwrap(),
+            identity: Identity::parse(identity).unwrap(),
+            name: None,
+            role,
+            can_publish: publish,
+            can_subscribe: subscribe,
+            can_publish_data: true,
+            hidden: false,
+        };
+        self.key.mint(&grant, SystemTime::now(), Duration::from_secs(600)).unwrap()
+    }
+
+    /// Sends one HTTP/1.1 request; returns (status, headers lower-cased, body).
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Vec<(String, String)>, String) {
+        let mut s = tokio::net::TcpStream::connect(self.http).await.unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+        (status, headers, body.to_owned())
+    }
+
+    /// POSTs an SDP offer to a WHIP or WHEP endpoint.
+    pub async fn post_offer(&self, path: &str, token: &str, offer: &str) -> (u16, Vec<(String, String)>, String) {
+        let auth = format!("Bearer {token}");
+        self.request("POST", path, &[("Content-Type", "application/sdp"), ("Authorization", &auth)], offer).await
+    }
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}

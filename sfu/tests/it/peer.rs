@@ -1,0 +1,260 @@
+//! A WebRTC peer on the `webrtc` crate (independent of the server's str0m): a WHIP publisher
+//! sending H.264 access units and Opus frames, or a WHEP player reassembling what it receives.
+//! Bound to 127.0.0.1 only, mDNS off, so no traffic leaves loopback.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use rtc::media::Sample;
+use rtc::media::io::sample_builder::SampleBuilder;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::codec::opus::OpusPacket;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{PayloadType, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::watch;
+use webrtc::media_stream::Track as _;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+};
+
+fn h264() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".to_owned(),
+        rtcp_feedback: vec![
+            RTCPFeedback { typ: "nack".into(), parameter: String::new() },
+            RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },
+        ],
+    }
+}
+
+fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// What a player reassembled, in arrival order.
+#[derive(Default)]
+pub struct Received {
+    pub access_units: Vec<Bytes>,
+    pub opus_frames: Vec<Bytes>,
+}
+
+struct Handler {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    received: Arc<Mutex<Received>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let kind = track.kind().await;
+        let received = self.received.clone();
+        // Callbacks run on the connection's driver: read the track on a task of its own.
+        tokio::spawn(async move {
+            let mut video = SampleBuilder::new(256, H264Packet::default(), 90_000).with_max_time_delay(Duration::from_millis(1000));
+            let mut audio = SampleBuilder::new(256, OpusPacket, 48_000);
+            while let Some(event) = track.poll().await {
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(packet) if kind == RtpCodecKind::Video => {
+                        video.push(Instant::now(), packet);
+                        while let Some(s) = video.pop(Instant::now()) {
+                            received.lock().unwrap().access_units.push(s.data);
+                        }
+                    }
+                    TrackRemoteEvent::OnRtpPacket(packet) => {
+                        audio.push(Instant::now(), packet);
+                        while let Some(s) = audio.pop(Instant::now()) {
+                            received.lock().unwrap().opus_frames.push(s.data);
+                        }
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+pub struct Peer {
+    pub pc: Arc<dyn PeerConnection>,
+    gathered: watch::Receiver<bool>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    pub received: Arc<Mutex<Received>>,
+    video: Option<(Arc<TrackLocalStaticSample>, Arc<dyn webrtc::rtp_transceiver::RtpSender>)>,
+    audio: Option<(Arc<TrackLocalStaticSample>, Arc<dyn webrtc::rtp_transceiver::RtpSender>)>,
+}
+
+async fn build() -> Peer {
+    let mut engine = MediaEngine::default();
+    engine.register_codec(RTCRtpCodecParameters { rtp_codec: h264(), payload_type: 102 }, RtpCodecKind::Video).unwrap();
+    engine.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111 }, RtpCodecKind::Audio).unwrap();
+    let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
+    let settings =
+        SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled).with_network_types(vec![NetworkType::Udp4]).build();
+    let (gathered_tx, gathered) = watch::channel(false);
+    let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+    let received = Arc::new(Mutex::new(Received::default()));
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .with_handler(Arc::new(Handler { gathered: gathered_tx, state: state_tx, received: received.clone() }))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await
+        .expect("build a webrtc peer");
+    Peer { pc: Arc::new(pc), gathered, state, received, video: None, audio: None }
+}
+
+fn sample_track(kind: RtpCodecKind, codec: RTCRtpCodec, id: &str) -> Arc<TrackLocalStaticSample> {
+    let ssrc: u32 = rand::random::<u32>() | 1;
+    let track = MediaStreamTrack::new(
+        "tongxin-test".to_owned(),
+        id.to_owned(),
+        id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
+    );
+    Arc::new(TrackLocalStaticSample::new(Instant::now(), track).expect("sample track"))
+}
+
+impl Peer {
+    /// A publisher with one H.264 and one Opus sendonly track.
+    pub async fn publisher() -> Peer {
+        let mut peer = build().await;
+        let sendonly = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() });
+        for (kind, codec, id) in [(RtpCodecKind::Video, h264(), "video"), (RtpCodecKind::Audio, opus(), "audio")] {
+            let track = sample_track(kind, codec, id);
+            let transceiver = peer.pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, sendonly()).await.unwrap();
+            let sender = transceiver.sender().await.unwrap().expect("sender");
+            if kind == RtpCodecKind::Video {
+                peer.video = Some((track, sender));
+            } else {
+                peer.audio = Some((track, sender));
+            }
+        }
+        peer
+    }
+
+    /// A player with recvonly video and audio.
+    pub async fn player() -> Peer {
+        let peer = build().await;
+        let recvonly = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() });
+        peer.pc.add_transceiver_from_kind(RtpCodecKind::Video, recvonly()).await.unwrap();
+        peer.pc.add_transceiver_from_kind(RtpCodecKind::Audio, recvonly()).await.unwrap();
+        peer
+    }
+
+    /// Creates the offer and waits for ICE gathering (host candidates only: immediate).
+    pub async fn offer(&mut self) -> String {
+        let offer = self.pc.create_offer(None).await.unwrap();
+        self.pc.set_local_description(offer).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.gathered.wait_for(|g| *g)).await.expect("ICE gathering").unwrap();
+        self.pc.local_description().await.expect("local description").sdp
+    }
+
+    pub async fn accept_answer(&self, answer: &str) {
+        self.pc.set_remote_description(RTCSessionDescription::answer(answer.to_owned()).unwrap()).await.expect("set answer");
+    }
+
+    /// Waits until the connection is up, failing with a clear message after a generous limit.
+    pub async fn wait_connected(&mut self) {
+        tokio::time::timeout(Duration::from_secs(30), self.state.wait_for(|s| *s == RTCPeerConnectionState::Connected))
+            .await
+            .expect("peer did not connect within 30 s")
+            .unwrap();
+    }
+
+    async fn pt(sender: &Arc<dyn webrtc::rtp_transceiver::RtpSender>) -> PayloadType {
+        sender.get_parameters().await.unwrap().rtp_parameters.codecs.first().expect("negotiated codec").payload_type
+    }
+
+    /// Sends one H.264 access unit (Annex B) lasting `duration`.
+    pub async fn send_video(&self, au: Bytes, duration: Duration) {
+        let (track, sender) = self.video.as_ref().expect("a publisher");
+        let ssrc = *track.ssrcs().await.first().unwrap();
+        let pt = Self::pt(sender).await;
+        track.sample_writer(ssrc, pt).write_sample(&Sample { data: au, duration, ..Sample::new(Instant::now()) }).await.unwrap();
+    }
+
+    /// Sends one 20 ms Opus frame.
+    pub async fn send_audio(&self, frame: Bytes) {
+        let (track, sender) = self.audio.as_ref().expect("a publisher");
+        let ssrc = *track.ssrcs().await.first().unwrap();
+        let pt = Self::pt(sender).await;
+        track
+            .sample_writer(ssrc, pt)
+            .write_sample(&Sample { data: frame, duration: Duration::from_millis(20), ..Sample::new(Instant::now()) })
+            .await
+            .unwrap();
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// A synthetic access unit: SPS + PPS + IDR for keyframes, a P slice otherwise. Sizes vary so
+/// some need FU-A fragmentation; the index is embedded so every unit is different. No byte
+/// pattern inside can look like a start code.
+pub fn access_unit(index: u32, keyframe: bool) -> Bytes {
+    let mut v = Vec::new();
+    let filler = |v: &mut Vec<u8>, n: usize, seed: u32| v.extend((0..n).map(|i| (((i as u32).wrapping_mul(31) ^ seed) % 251) as u8 | 0x01));
+    let id = index.to_be_bytes().map(|b| b | 0x01);
+    if keyframe {
+        v.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0xda, 0x02, 0x80, 0xf6, 0x9b, 0x80]);
+        v.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x06, 0xe2]);
+        v.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88]);
+        v.extend_from_slice(&id);
+        filler(&mut v, 3000 + (index as usize % 7) * 500, index);
+    } else {
+        v.extend_from_slice(&[0, 0, 0, 1, 0x41, 0x9a]);
+        v.extend_from_slice(&id);
+        filler(&mut v, 200 + (index as usize * 97) % 2200, index);
+    }
+    Bytes::from(v)
+}
+
+/// A synthetic Opus frame (the SFU never decodes it).
+pub fn opus_frame(index: u32) -> Bytes {
+    let mut v = vec![0xfc];
+    v.extend_from_slice(&index.to_be_bytes());
+    v.extend((0..(40 + index % 40)).map(|i| (i ^ index) as u8));
+    Bytes::from(v)
+}
