@@ -51,11 +51,11 @@ fi
 
 if [ "$what" = test ]; then
   # Browser tests drive Debian's /usr/bin/chromium with playwright-core; nothing downloads a browser.
-  lock="$root/web/tests/browser/package-lock.json"
-  stamp="$root/web/tests/browser/node_modules/.installed-lock"
+  lock="$root/tests/browser/package-lock.json"
+  stamp="$root/tests/browser/node_modules/.installed-lock"
   if [ ! -f "$stamp" ] || ! cmp -s "$lock" "$stamp"; then
-    echo "install-deps: npm ci in web/tests/browser"
-    (cd "$root/web/tests/browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    echo "install-deps: npm ci in tests/browser"
+    (cd "$root/tests/browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
     cp "$lock" "$stamp"
   fi
 fi

@@ -13,7 +13,7 @@ use tongxin_web::config::Config;
 use tongxin_web::state::{AppState, migrate};
 
 fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser")
 }
 
 /// Runs a browser script against a real server on a loopback port; fails with its output.
