@@ -82,6 +82,9 @@ pub enum SfuError {
     /// The peer is gone.
     #[error("no such session")]
     NoSuchPeer,
+    /// A bug in the media core (a caught panic) or the media task is gone.
+    #[error("internal media server error")]
+    Internal,
 }
 
 /// Something the service above the core may want to know.
@@ -248,16 +251,14 @@ impl Sfu {
         }
         let role = Role::Publisher { tracks: HashMap::new(), ssrc_mid: HashMap::new(), sr_anchor: None };
         let session = self.add_peer(now, grant, offer, role, true)?;
-        let replaced: Vec<PeerId> = self.rooms[&grant.room]
-            .publishers
-            .iter()
-            .copied()
-            .filter(|p| *p != session.peer && self.peers.get(p).is_some_and(|x| x.identity == grant.identity))
-            .collect();
+        let room = self.rooms.entry(grant.room.clone()).or_default();
+        let replaced: Vec<PeerId> = room.publishers.clone();
+        room.publishers.push(session.peer);
         for old in replaced {
-            self.remove(now, old, RemoveReason::Replaced);
+            if self.peers.get(&old).is_some_and(|p| p.identity == grant.identity) {
+                self.remove(now, old, RemoveReason::Replaced);
+            }
         }
-        self.rooms.get_mut(&grant.room).expect("room exists after add_peer").publishers.push(session.peer);
         self.attach_waiting_subscribers(now, &grant.room);
         Ok(session)
     }
@@ -271,7 +272,7 @@ impl Sfu {
         let source = self.pick_publisher(&grant.room, target.as_ref()).ok_or(SfuError::NoPublisher)?;
         let role = Role::Subscriber { target, source: None, outs: Vec::new() };
         let session = self.add_peer(now, grant, offer, role, false)?;
-        self.rooms.get_mut(&grant.room).expect("room exists after add_peer").subscribers.insert(session.peer);
+        self.rooms.entry(grant.room.clone()).or_default().subscribers.insert(session.peer);
         self.attach(now, session.peer, source);
         Ok(session)
     }

@@ -132,6 +132,9 @@ fn sfu_error(e: SfuError) -> WhipError {
             WhipError { retry_after: Some("5"), ..error(StatusCode::NOT_FOUND, "not_found", "nobody is publishing in this room yet") }
         }
         SfuError::NoSuchPeer => error(StatusCode::NOT_FOUND, "not_found", "no such session"),
+        SfuError::Internal => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal media server error; the server log has the details")
+        }
     }
 }
 

@@ -56,7 +56,7 @@ pub struct MediaServer {
 
 /// The media task stopped (the server is shutting down).
 fn gone() -> SfuError {
-    SfuError::NotAllowed("the media server is shutting down")
+    SfuError::Internal
 }
 
 impl MediaServer {
@@ -156,15 +156,15 @@ async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mps
                 match command {
                     Command::Publish { grant, offer, reply } => {
                         let r = guarded(&mut panics, "publish", || sfu.publish(now, &grant, &offer));
-                        let _ = reply.send(r.unwrap_or(Err(SfuError::NotAllowed("internal error"))));
+                        let _ = reply.send(r.unwrap_or(Err(SfuError::Internal)));
                     }
                     Command::Subscribe { grant, target, offer, reply } => {
                         let r = guarded(&mut panics, "subscribe", || sfu.subscribe(now, &grant, target, &offer));
-                        let _ = reply.send(r.unwrap_or(Err(SfuError::NotAllowed("internal error"))));
+                        let _ = reply.send(r.unwrap_or(Err(SfuError::Internal)));
                     }
                     Command::End { peer, reply } => {
                         let r = guarded(&mut panics, "end", || sfu.end(now, peer));
-                        let _ = reply.send(r.unwrap_or(Err(SfuError::NoSuchPeer)));
+                        let _ = reply.send(r.unwrap_or(Err(SfuError::Internal)));
                     }
                     Command::Policy { room, policy } => sfu.set_room_policy(&room, policy),
                     Command::Stats { reply } => {

@@ -1,6 +1,8 @@
 //! Integration tests of the media path with real, independent WebRTC peers. Modules under
 //! `serial` carry media and run one at a time.
 
+mod core;
 mod harness;
+mod http;
 mod peer;
 mod serial;

@@ -1,0 +1,136 @@
+//! WHIP/WHEP status codes, headers and CORS, without media (offers come from a str0m client).
+
+use std::time::Instant;
+
+use str0m::RtcConfig;
+use str0m::media::{Direction, MediaKind};
+use tongxin_common::RoomRole;
+
+use crate::harness::{TestServer, header};
+
+/// An SDP offer from a str0m client: sendonly (publish) or recvonly (play) audio + video.
+pub fn offer(config: RtcConfig, direction: Direction) -> String {
+    let mut rtc = config.build(Instant::now());
+    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:40000".parse().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, direction, None, None, None);
+    api.add_media(MediaKind::Video, direction, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
+fn publish_offer() -> String {
+    offer(RtcConfig::new(), Direction::SendOnly)
+}
+
+#[tokio::test]
+async fn whip_refuses_bad_requests_with_the_right_status() {
+    let server = TestServer::start().await;
+    let teacher = server.token("r1", "teacher", RoomRole::Teacher, true, false);
+    let viewer = server.token("r1", "viewer", RoomRole::Student, false, true);
+    let other_room = server.token("r2", "teacher", RoomRole::Teacher, true, false);
+    let sdp = publish_offer();
+
+    let auth = format!("Bearer {teacher}");
+    let (status, _, _) = server.request("POST", "/whip/r1", &[("Content-Type", "text/plain"), ("Authorization", &auth)], &sdp).await;
+    assert_eq!(status, 415);
+    assert_eq!(server.post_offer("/whip/r1", &teacher, "hello, not SDP").await.0, 400);
+    assert_eq!(server.post_offer("/whip/r1", &teacher, "").await.0, 400);
+
+    // Parses, but offers only VP9 and PCMU: nothing this server can take.
+    let vp9 = offer(RtcConfig::new().clear_codecs().enable_vp9(true).enable_pcmu(true, false), Direction::SendOnly);
+    let (status, _, body) = server.post_offer("/whip/r1", &teacher, &vp9).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("\"code\":\"validation\""), "{body}");
+
+    let (status, _, _) = server.request("POST", "/whip/r1", &[("Content-Type", "application/sdp")], &sdp).await;
+    assert_eq!(status, 401, "no token");
+    assert_eq!(server.post_offer("/whip/r1", "forged.token.value", &sdp).await.0, 401);
+    assert_eq!(server.post_offer("/whip/r1", &other_room, &sdp).await.0, 403, "a token for another room");
+    assert_eq!(server.post_offer("/whip/r1", &viewer, &sdp).await.0, 403, "no publish grant");
+    assert_eq!(server.media.stats().await.peers, 0, "refused requests create nothing");
+}
+
+#[tokio::test]
+async fn whep_without_a_publisher_says_when_to_retry() {
+    let server = TestServer::start().await;
+    let viewer = server.token("r1", "viewer", RoomRole::Student, false, true);
+    let (status, headers, _) = server.post_offer("/whep/r1", &viewer, &offer(RtcConfig::new(), Direction::RecvOnly)).await;
+    assert_eq!(status, 404);
+    assert!(header(&headers, "retry-after").is_some(), "{headers:?}");
+    let teacher = server.token("r1", "teacher", RoomRole::Teacher, true, false);
+    assert_eq!(server.post_offer("/whep/r1", &teacher, &offer(RtcConfig::new(), Direction::RecvOnly)).await.0, 403, "no subscribe grant");
+}
+
+#[tokio::test]
+async fn session_urls_accept_delete_only_from_their_owner() {
+    let server = TestServer::start().await;
+    let teacher = server.token("r1", "teacher", RoomRole::Teacher, true, false);
+    let intruder = server.token("r1", "someone-else", RoomRole::Teacher, true, false);
+    let (status, headers, answer) = server.post_offer("/whip/r1", &teacher, &publish_offer()).await;
+    assert_eq!(status, 201, "{answer}");
+    assert!(answer.starts_with("v=0"));
+    let location = header(&headers, "location").unwrap().to_owned();
+
+    for method in ["PATCH", "GET", "PUT", "POST"] {
+        let (status, headers, _) = server.request(method, &location, &[], "").await;
+        assert_eq!(status, 405, "{method}");
+        assert_eq!(header(&headers, "allow"), Some("DELETE"), "{method}");
+    }
+    let bearer = |t: &str| format!("Bearer {t}");
+    assert_eq!(server.request("DELETE", &location, &[("Authorization", &bearer(&intruder))], "").await.0, 403);
+    assert_eq!(server.request("DELETE", "/whip/r1/0000", &[("Authorization", &bearer(&teacher))], "").await.0, 404);
+    assert_eq!(server.media.stats().await.peers, 1);
+    assert_eq!(server.request("DELETE", &location, &[("Authorization", &bearer(&teacher))], "").await.0, 200);
+    assert_eq!(server.media.stats().await.peers, 0);
+    assert_eq!(server.request("DELETE", &location, &[("Authorization", &bearer(&teacher))], "").await.0, 404);
+}
+
+#[tokio::test]
+async fn a_second_publish_with_the_same_identity_replaces_the_first() {
+    let server = TestServer::start().await;
+    let teacher = server.token("r1", "teacher", RoomRole::Teacher, true, false);
+    assert_eq!(server.post_offer("/whip/r1", &teacher, &publish_offer()).await.0, 201);
+    assert_eq!(server.post_offer("/whip/r1", &teacher, &publish_offer()).await.0, 201);
+    assert_eq!(server.media.stats().await.peers, 1);
+    let other = server.token("r1", "assistant", RoomRole::Teacher, true, false);
+    assert_eq!(server.post_offer("/whip/r1", &other, &publish_offer()).await.0, 201);
+    assert_eq!(server.media.stats().await.peers, 2);
+}
+
+#[tokio::test]
+async fn cors_lets_another_origin_publish_and_read_the_location() {
+    let server = TestServer::start().await;
+    let (status, headers, _) = server
+        .request(
+            "OPTIONS",
+            "/whip/r1",
+            &[
+                ("Origin", "http://school.example"),
+                ("Access-Control-Request-Method", "POST"),
+                ("Access-Control-Request-Headers", "authorization, content-type"),
+            ],
+            "",
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status}");
+    assert_eq!(header(&headers, "access-control-allow-origin"), Some("http://school.example"));
+    let allowed = header(&headers, "access-control-allow-headers").unwrap_or_default().to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let methods = header(&headers, "access-control-allow-methods").unwrap_or_default();
+    assert!(methods.contains("DELETE"), "{methods}");
+
+    let teacher = server.token("r1", "teacher", RoomRole::Teacher, true, false);
+    let auth = format!("Bearer {teacher}");
+    let (status, headers, _) = server
+        .request(
+            "POST",
+            "/whip/r1",
+            &[("Origin", "http://school.example"), ("Content-Type", "application/sdp"), ("Authorization", &auth)],
+            &publish_offer(),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let exposed = header(&headers, "access-control-expose-headers").unwrap_or_default().to_ascii_lowercase();
+    assert!(exposed.contains("location"), "{exposed}");
+}
