@@ -13,6 +13,7 @@ pub mod net;
 pub mod openapi;
 pub mod ops;
 pub mod state;
+pub mod stream_keys;
 pub mod telemetry;
 pub mod tokens;
 pub mod ui;
@@ -48,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .merge(auth::router())
         .merge(accounts::api::router())
         .merge(tokens::router())
+        .merge(stream_keys::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this endpoint".into()) });
     let whip = match &state.media {

@@ -15,6 +15,8 @@ pub enum Policy {
     ManageAccounts,
     /// Mint join tokens for any room with any grant.
     MintAnyJoinToken,
+    /// Create, list and revoke stream keys (teachers: only for themselves).
+    ManageStreamKeys,
 }
 
 impl Policy {
@@ -23,6 +25,7 @@ impl Policy {
         match self {
             Policy::ManageAccounts => &[AccountRole::Admin],
             Policy::MintAnyJoinToken => &[AccountRole::Admin],
+            Policy::ManageStreamKeys => &[AccountRole::Admin, AccountRole::Teacher],
         }
     }
 
@@ -30,6 +33,7 @@ impl Policy {
         match self {
             Policy::ManageAccounts => "manage accounts",
             Policy::MintAnyJoinToken => "mint join tokens for arbitrary rooms",
+            Policy::ManageStreamKeys => "manage stream keys",
         }
     }
 }

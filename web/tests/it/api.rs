@@ -354,6 +354,8 @@ async fn openapi_document_lists_every_api_route() {
         ("/api/v1/admin/users", "post"),
         ("/api/v1/admin/users/{id}", "patch"),
         ("/api/v1/tokens/join", "post"),
+        ("/api/v1/stream-keys", "post"),
+        ("/api/v1/stream-keys/{id}", "delete"),
         ("/readyz", "get"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");

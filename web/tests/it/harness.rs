@@ -57,6 +57,16 @@ impl TestApp {
         TestApp { state, router, clock, test_db }
     }
 
+    /// The same app with a media server on a loopback port, so `/whip` and `/whep` exist.
+    pub async fn with_media(mut self) -> TestApp {
+        let media = tongxin_sfu::MediaServer::start("127.0.0.1:0".parse().unwrap(), None, tongxin_sfu::SfuConfig::default())
+            .await
+            .expect("start media");
+        self.state = self.state.clone().with_media(media);
+        self.router = tongxin_web::app(self.state.clone());
+        self
+    }
+
     pub fn backend(&self) -> String {
         format!("{:?}", self.test_db.backend())
     }
@@ -111,7 +121,7 @@ impl TestApp {
         if let Some(t) = bearer {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        if body.is_some() {
+        if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         for (k, v) in headers {

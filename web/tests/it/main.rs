@@ -7,3 +7,4 @@ mod cli;
 mod harness;
 mod serial;
 mod store;
+mod stream_keys;
