@@ -635,26 +635,9 @@ impl Sfu {
         if kind == MediaKind::Audio && packet.header.ext_vals.audio_level.is_some() {
             track.audio_level = packet.header.ext_vals.audio_level;
         }
-        // Lip sync: map the publisher's RTP time through its own sender report when there is one,
-        // so audio and video keep the publisher's relation, not the network's.
-        let wallclock = match (sr_anchor, &packet.last_sender_info) {
-            (Some((anchor_at, anchor_ntp)), Some(sr)) => {
-                let clock = params.spec().clock_rate.get() as i64;
-                let rtp_diff = packet.header.timestamp.wrapping_sub(sr.rtp_time.numer() as u32) as i32 as i64;
-                let ntp = sr.ntp_time + Duration::from_micros(0);
-                let packet_ntp = if rtp_diff >= 0 {
-                    ntp + Duration::from_micros((rtp_diff * 1_000_000 / clock) as u64)
-                } else {
-                    ntp - Duration::from_micros((-rtp_diff * 1_000_000 / clock) as u64)
-                };
-                match packet_ntp.duration_since(*anchor_ntp) {
-                    Ok(d) => *anchor_at + d,
-                    Err(e) => anchor_at.checked_sub(e.duration()).unwrap_or(packet.timestamp),
-                }
-            }
-            _ => packet.timestamp,
-        }
-        .min(now);
+        let clock_rate = params.spec().clock_rate.get();
+        let sr = packet.last_sender_info.as_ref().map(|sr| (sr.ntp_time, sr.rtp_time.numer() as u32));
+        let wallclock = publisher_wallclock(*sr_anchor, sr, packet.header.timestamp, clock_rate, packet.timestamp).min(now);
         let is_keyframe = kind == MediaKind::Video && is_keyframe(params, &packet.payload);
         let Some(room) = self.rooms.get(&room) else { return };
         let subs: Vec<PeerId> = room.subscribers.iter().copied().collect();
@@ -714,6 +697,29 @@ impl Sfu {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// The local instant a packet's media time corresponds to, for the outgoing sender reports.
+///
+/// Lip sync: with the publisher's own sender report `(ntp, rtp)` and one anchor per publisher
+/// (the local arrival of its first report and that report's NTP time), audio and video keep the
+/// relation the publisher stated, whatever jitter the network added. Without a report yet, the
+/// arrival time is the best there is.
+fn publisher_wallclock(
+    anchor: Option<(Instant, SystemTime)>,
+    sender_report: Option<(SystemTime, u32)>,
+    rtp_time: u32,
+    clock_rate: u32,
+    arrival: Instant,
+) -> Instant {
+    let (Some((anchor_at, anchor_ntp)), Some((sr_ntp, sr_rtp))) = (anchor, sender_report) else { return arrival };
+    let ticks = i64::from(rtp_time.wrapping_sub(sr_rtp) as i32);
+    let offset = Duration::from_micros((ticks.unsigned_abs() * 1_000_000) / u64::from(clock_rate.max(1)));
+    let packet_ntp = if ticks >= 0 { sr_ntp + offset } else { sr_ntp - offset };
+    match packet_ntp.duration_since(anchor_ntp) {
+        Ok(d) => anchor_at + d,
+        Err(e) => anchor_at.checked_sub(e.duration()).unwrap_or(arrival),
     }
 }
 
@@ -823,6 +829,26 @@ mod tests {
         // extended descriptor with a 15-bit picture id
         assert!(vp8_is_keyframe(&[0x90, 0x80, 0x81, 0x02, 0x00]));
         assert!(!vp8_is_keyframe(&[0x90]));
+    }
+
+    #[test]
+    fn wallclock_follows_the_publishers_sender_reports_not_arrival() {
+        let t0 = Instant::now();
+        let ntp0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let anchor = Some((t0, ntp0));
+        // Video SR: NTP ntp0 = RTP 90_000; audio SR: NTP ntp0 = RTP 48_000.
+        let video_sr = Some((ntp0, 90_000u32));
+        let audio_sr = Some((ntp0, 48_000u32));
+        // A video frame 1 s after the report arrives late (jitter); an audio frame 1 s after it arrives early.
+        let v = publisher_wallclock(anchor, video_sr, 180_000, 90_000, t0 + Duration::from_millis(1400));
+        let a = publisher_wallclock(anchor, audio_sr, 96_000, 48_000, t0 + Duration::from_millis(900));
+        assert_eq!(v, t0 + Duration::from_secs(1));
+        assert_eq!(a, v, "both media times map to the same instant, as the publisher said");
+        // Before the report, and across an RTP wrap-around.
+        let before = publisher_wallclock(anchor, Some((ntp0 + Duration::from_secs(2), 5)), u32::MAX - 89_994, 90_000, t0);
+        assert_eq!(before, t0 + Duration::from_secs(1));
+        // No report yet: arrival time.
+        assert_eq!(publisher_wallclock(None, None, 1, 90_000, t0), t0);
     }
 
     #[test]
