@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
@@ -24,6 +24,7 @@ struct Client {
     connected: bool,
     video_frames: Vec<Vec<u8>>,
     audio_frames: usize,
+    keyframe_requests: usize,
 }
 
 struct Net {
@@ -63,7 +64,16 @@ impl Net {
         let v = api.add_media(MediaKind::Video, direction, None, None, None);
         let (offer, pending) = api.apply().unwrap();
         let mids = vec![(a, MediaKind::Audio), (v, MediaKind::Video)];
-        self.clients.push(Client { rtc, addr, online: true, mids, connected: false, video_frames: vec![], audio_frames: 0 });
+        self.clients.push(Client {
+            rtc,
+            addr,
+            online: true,
+            mids,
+            connected: false,
+            video_frames: vec![],
+            audio_frames: 0,
+            keyframe_requests: 0,
+        });
         (i, offer.to_sdp_string(), pending)
     }
 
@@ -101,6 +111,7 @@ impl Net {
                             }
                         }
                         Output::Event(Event::Connected) => c.connected = true,
+                        Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests += 1,
                         Output::Event(Event::MediaData(d)) => {
                             let kind = c.mids.iter().find(|(m, _)| *m == d.mid).map(|(_, k)| *k);
                             match kind {
@@ -149,7 +160,8 @@ impl Net {
         let now = self.now;
         let c = &mut self.clients[i];
         for (mid, kind) in c.mids.clone() {
-            let writer = c.rtc.writer(mid).expect("a writer");
+            // RFC 6464 level on audio, so the SFU can tell who speaks.
+            let writer = c.rtc.writer(mid).expect("a writer").audio_level(-30, true);
             let codec = if kind == MediaKind::Video { Codec::H264 } else { Codec::Opus };
             let pt = writer.payload_params().find(|p| p.spec().codec == codec).expect("negotiated codec").pt();
             let (data, time) = if kind == MediaKind::Video {
@@ -194,6 +206,29 @@ fn publish_subscribe_forward_and_clean_up() {
     let first = &net.clients[s].video_frames[0];
     assert_eq!(first[4] & 0x1f, 7, "the first forwarded access unit starts with SPS");
     assert!(net.clients[s].audio_frames >= 50, "audio flows: {}", net.clients[s].audio_frames);
+    let levels = net.sfu.audio_levels(&RoomName::parse("lesson-9").unwrap());
+    assert_eq!(levels, vec![(Identity::parse("teacher").unwrap(), -30)], "audio levels are kept per publisher");
+
+    // A subscriber's keyframe requests reach the publisher, at most one per 500 ms.
+    let video_mid = net.clients[s].mids.iter().find(|(_, k)| *k == MediaKind::Video).unwrap().0;
+    net.run_until("quiet", |_| true);
+    let before = net.clients[p].keyframe_requests;
+    for _ in 0..3 {
+        net.clients[s].rtc.writer(video_mid).unwrap().request_keyframe(None, KeyframeRequestKind::Pli).unwrap();
+        net.tick(Duration::from_millis(20));
+    }
+    for _ in 0..10 {
+        net.tick(Duration::from_millis(10));
+    }
+    assert_eq!(net.clients[p].keyframe_requests, before + 1, "three requests in 60 ms are relayed once");
+    for _ in 0..60 {
+        net.tick(Duration::from_millis(10));
+    }
+    net.clients[s].rtc.writer(video_mid).unwrap().request_keyframe(None, KeyframeRequestKind::Pli).unwrap();
+    for _ in 0..10 {
+        net.tick(Duration::from_millis(10));
+    }
+    assert_eq!(net.clients[p].keyframe_requests, before + 2, "a later request is relayed again");
 
     // Ending the publisher leaves the subscriber waiting; a new publisher feeds it again.
     net.sfu.end(net.now, publisher).unwrap();
