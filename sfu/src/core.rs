@@ -225,11 +225,13 @@ impl Sfu {
 
     fn rtc_config(&self, room: &RoomName) -> RtcConfig {
         let policy = self.rooms.get(room).and_then(|r| r.policy).unwrap_or(self.config.default_policy);
+        // str0m answers in the order codecs are configured, and browsers send the first one the
+        // answer lists: H.264 goes first so cheap phones that decode only H.264 can play.
         let mut cfg = RtcConfig::new().set_ice_lite(true).set_rtp_mode(true).clear_codecs().enable_opus(true, false);
+        cfg.codec_config().add_h264(108.into(), Some(109.into()), true, 0x42e01f);
         if policy == CodecPolicy::H264OrVp8 {
             cfg = cfg.enable_vp8(true);
         }
-        cfg.codec_config().add_h264(108.into(), Some(109.into()), true, 0x42e01f);
         cfg
     }
 

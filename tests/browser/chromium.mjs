@@ -23,6 +23,16 @@ export async function launch() {
   });
 }
 
+// A whole browser (not a persistent context), for tests that need several isolated contexts —
+// several origins and peers in one Chromium process. `extraArgs` are appended to CHROMIUM_ARGS
+// (a later `--use-fake-device-for-media-stream=...` refines the fake camera).
+export async function launchBrowser(extraArgs = []) {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [...CHROMIUM_ARGS, ...extraArgs],
+  });
+}
+
 // Fails the process with a clear message when a condition does not hold.
 export function check(cond, message) {
   if (!cond) {

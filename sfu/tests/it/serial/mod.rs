@@ -1,1 +1,3 @@
+mod browser;
+mod robustness;
 mod whip_whep;
