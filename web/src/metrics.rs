@@ -80,9 +80,20 @@ impl Metrics {
     }
 
     /// Renders every metric, plus the gauges the caller measured just now.
-    pub fn render(&self, db_up: bool, live_sessions: Option<i64>) -> String {
+    pub fn render(&self, db_up: bool, live_sessions: Option<i64>, media: Option<tongxin_sfu::shell::MediaStats>) -> String {
         let mut out = String::new();
         let w = &mut out;
+        if let Some(m) = media {
+            let _ = writeln!(w, "# HELP tongxin_media_peers Live WebRTC peer connections.");
+            let _ = writeln!(w, "# TYPE tongxin_media_peers gauge");
+            let _ = writeln!(w, "tongxin_media_peers {}", m.peers);
+            let _ = writeln!(w, "# HELP tongxin_media_dropped_datagrams_total Datagrams on the media port that reached no peer.");
+            let _ = writeln!(w, "# TYPE tongxin_media_dropped_datagrams_total counter");
+            let _ = writeln!(w, "tongxin_media_dropped_datagrams_total {}", m.dropped);
+            let _ = writeln!(w, "# HELP tongxin_media_core_panics_total Panics caught in the media core (each one a bug).");
+            let _ = writeln!(w, "# TYPE tongxin_media_core_panics_total counter");
+            let _ = writeln!(w, "tongxin_media_core_panics_total {}", m.panics);
+        }
         let _ = writeln!(w, "# HELP tongxin_build_info Build information; always 1.");
         let _ = writeln!(w, "# TYPE tongxin_build_info gauge");
         let _ = writeln!(w, "tongxin_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
@@ -150,12 +161,13 @@ mod tests {
         m.request("GET", "/api/v1/me", 200, Duration::from_millis(30));
         m.request("GET", "/api/v1/me", 401, Duration::from_millis(1));
         m.login(false);
-        let text = m.render(true, Some(2));
+        let text = m.render(true, Some(2), Some(tongxin_sfu::shell::MediaStats { peers: 3, dropped: 7, panics: 0 }));
         assert!(text.contains("tongxin_http_requests_total{method=\"GET\",route=\"/api/v1/me\",status=\"200\"} 2"));
         assert!(text.contains("tongxin_http_request_duration_seconds_bucket{route=\"/api/v1/me\",le=\"0.005\"} 2"));
         assert!(text.contains("tongxin_http_request_duration_seconds_count{route=\"/api/v1/me\"} 3"));
         assert!(text.contains("tongxin_logins_total{result=\"failed\"} 1"));
         assert!(text.contains("tongxin_sessions_live 2"));
         assert!(text.contains("tongxin_database_up 1"));
+        assert!(text.contains("tongxin_media_peers 3") && text.contains("tongxin_media_dropped_datagrams_total 7"));
     }
 }

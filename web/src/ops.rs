@@ -36,6 +36,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format 0.0.4", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let sessions = state.accounts.count_live_sessions(state.clock.now()).await.ok();
-    let body = state.metrics.render(sessions.is_some(), sessions);
+    let media = match &state.media {
+        Some(m) => Some(m.stats().await),
+        None => None,
+    };
+    let body = state.metrics.render(sessions.is_some(), sessions, media);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
