@@ -15,7 +15,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
-use tongxin_common::{Identity, JoinGrant, RoomName};
+use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
 
 use crate::stun;
 
@@ -159,6 +159,7 @@ enum Role {
 struct Peer {
     room: RoomName,
     identity: Identity,
+    room_role: RoomRole,
     rtc: Rtc,
     role: Role,
     ufrag: String,
@@ -266,7 +267,8 @@ impl Sfu {
     }
 
     /// Starts a subscriber from a WHEP offer: it plays `target`, or the room's main publisher
-    /// (the first publishing teacher, else the first publisher).
+    /// (the first publishing teacher, else the first publisher). Without a target it follows
+    /// whoever becomes the main publisher when the current one leaves.
     pub fn subscribe(&mut self, now: Instant, grant: &JoinGrant, target: Option<Identity>, offer: &str) -> Result<Session, SfuError> {
         if !grant.can_subscribe {
             return Err(SfuError::NotAllowed("this token does not allow subscribing"));
@@ -282,9 +284,11 @@ impl Sfu {
     fn pick_publisher(&self, room: &RoomName, target: Option<&Identity>) -> Option<PeerId> {
         let room = self.rooms.get(room)?;
         let live = room.publishers.iter().copied().filter_map(|id| self.peers.get(&id).map(|p| (id, p)));
+        let live: Vec<(PeerId, &Peer)> = live.collect();
         match target {
-            Some(t) => live.filter(|(_, p)| &p.identity == t).map(|(id, _)| id).next_back(),
-            None => live.map(|(id, _)| id).next(),
+            Some(t) => live.iter().rev().find(|(_, p)| &p.identity == t).map(|(id, _)| *id),
+            // The main publisher: the lesson's teacher, else whoever started first.
+            None => live.iter().find(|(_, p)| p.room_role == RoomRole::Teacher).or(live.first()).map(|(id, _)| *id),
         }
     }
 
@@ -353,6 +357,7 @@ impl Sfu {
         let peer = Peer {
             room: grant.room.clone(),
             identity: grant.identity.clone(),
+            room_role: grant.role,
             rtc,
             role,
             ufrag,

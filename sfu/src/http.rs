@@ -16,7 +16,7 @@ use axum::routing::{any, post};
 use tongxin_common::{Identity, JoinGrant, RoomName};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::core::{PeerId, SfuError};
+use crate::core::{PeerId, SfuError, SfuEvent};
 use crate::shell::MediaServer;
 
 /// Why a bearer credential was refused.
@@ -53,9 +53,29 @@ pub struct WhipState {
 }
 
 impl WhipState {
-    /// State over a running media server.
+    /// State over a running media server. Session URLs of peers the core removes on its own
+    /// (replaced, timed out, failed) are forgotten as the removals happen.
     pub fn new(media: MediaServer, auth: Arc<dyn Authorizer>) -> Self {
-        WhipState { media, auth, sessions: Arc::default() }
+        let sessions: Arc<Mutex<HashMap<String, Entry>>> = Arc::default();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let mut events = media.events();
+            let weak = Arc::downgrade(&sessions);
+            runtime.spawn(async move {
+                loop {
+                    let removed = match events.recv().await {
+                        Ok(SfuEvent::Removed { peer, .. }) => Some(peer),
+                        Ok(_) => None,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    };
+                    let Some(sessions) = weak.upgrade() else { break };
+                    if let Some(peer) = removed {
+                        sessions.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, e| e.peer != peer);
+                    }
+                }
+            });
+        }
+        WhipState { media, auth, sessions }
     }
 
     /// The media server.

@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tongxin_common::{Identity, JoinGrant, RoomName};
 
 use crate::core::{CodecPolicy, PeerId, Session, Sfu, SfuConfig, SfuError, SfuEvent};
@@ -50,6 +50,7 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct MediaServer {
     tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<SfuEvent>,
     local_addr: SocketAddr,
     candidate: SocketAddr,
 }
@@ -74,9 +75,16 @@ impl MediaServer {
         config.candidates = vec![candidate];
         config.loopback_only = config.loopback_only || ip.is_loopback();
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(run(Sfu::new(config), socket, candidate, rx));
+        let (events, _) = broadcast::channel(1024);
+        tokio::spawn(run(Sfu::new(config), socket, candidate, rx, events.clone()));
         tracing::info!(port = local_addr.port(), "media server listening (UDP)");
-        Ok(MediaServer { tx, local_addr, candidate })
+        Ok(MediaServer { tx, events, local_addr, candidate })
+    }
+
+    /// A stream of the core's events (peers connected, removed with a reason). A receiver that
+    /// falls more than 1024 events behind misses some and is told so.
+    pub fn events(&self) -> broadcast::Receiver<SfuEvent> {
+        self.events.subscribe()
     }
 
     /// The bound UDP address.
@@ -137,7 +145,7 @@ fn guarded<T>(panics: &mut u64, what: &str, f: impl FnOnce() -> T) -> Option<T> 
     }
 }
 
-async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mpsc::Receiver<Command>) {
+async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mpsc::Receiver<Command>, events: broadcast::Sender<SfuEvent>) {
     let mut buf = vec![0u8; 2048];
     let mut panics = 0u64;
     loop {
@@ -183,10 +191,9 @@ async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mps
             }
         }
         while let Some(event) = sfu.poll_event() {
-            match event {
-                SfuEvent::Connected(peer) => tracing::debug!(peer = peer.0, "peer connected"),
-                other => tracing::debug!(?other, "sfu event"),
-            }
+            tracing::debug!(?event, "sfu event");
+            // No receiver is fine: nobody is interested right now.
+            let _ = events.send(event);
         }
     }
     tracing::info!("media server stopped");

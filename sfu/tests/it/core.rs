@@ -39,7 +39,8 @@ fn grant(identity: &str, publish: bool, subscribe: bool) -> JoinGrant {
         room: RoomName::parse("lesson-9").unwrap(),
         identity: Identity::parse(identity).unwrap(),
         name: None,
-        role: RoomRole::Teacher,
+        // In this room the "teacher" is the teacher; everyone else is a classroom.
+        role: if identity == "teacher" { RoomRole::Teacher } else { RoomRole::Classroom },
         can_publish: publish,
         can_subscribe: subscribe,
         can_publish_data: true,
@@ -250,4 +251,26 @@ fn publish_subscribe_forward_and_clean_up() {
         n.events.contains(&SfuEvent::Removed { peer: subscriber, reason: RemoveReason::Timeout })
     });
     assert_eq!(net.sfu.peer_count(), 1);
+}
+
+#[test]
+fn players_get_the_teacher_even_if_a_classroom_published_first() {
+    let mut net = Net::new();
+    let (c, _) = net.publish("class-3");
+    let (t, _) = net.publish("teacher");
+    net.run_until("both publishers connect", |n| n.clients[c].connected && n.clients[t].connected);
+    let (s, _) = net.subscribe("viewer");
+    net.run_until("the player connects", |n| n.clients[s].connected);
+    for n in 0..20 {
+        net.send_frame(c, n, n % 10 == 0);
+        net.send_frame(t, 600 + n, n % 10 == 0);
+        net.tick(Duration::from_millis(33));
+    }
+    net.run_until("frames arrive", |n| n.clients[s].video_frames.len() >= 10);
+    // send_frame's filler starts with (frame number % 250) + 1: 101..=120 for the teacher's
+    // frames (600..620), 1..=20 for the classroom's.
+    for f in &net.clients[s].video_frames {
+        let marker = f[f.len() - 300];
+        assert!((101..=120).contains(&marker), "the player got a classroom frame (marker {marker}), not the teacher's");
+    }
 }

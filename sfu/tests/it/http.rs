@@ -90,9 +90,24 @@ async fn session_urls_accept_delete_only_from_their_owner() {
 async fn a_second_publish_with_the_same_identity_replaces_the_first() {
     let server = TestServer::start().await;
     let teacher = server.token("r1", "teacher", RoomRole::Teacher, true, false);
-    assert_eq!(server.post_offer("/whip/r1", &teacher, &publish_offer()).await.0, 201);
+    let (status, first, _) = server.post_offer("/whip/r1", &teacher, &publish_offer()).await;
+    assert_eq!(status, 201);
     assert_eq!(server.post_offer("/whip/r1", &teacher, &publish_offer()).await.0, 201);
     assert_eq!(server.media.stats().await.peers, 1);
+    // The replaced session's URL is gone once the removal event reaches the HTTP side. Probed
+    // with another participant's token, which changes nothing: 403 while the URL exists, 404 after.
+    let old = header(&first, "location").unwrap().to_owned();
+    let probe = server.token("r1", "someone-else", RoomRole::Teacher, true, false);
+    let auth = format!("Bearer {probe}");
+    let mut status = 0;
+    for _ in 0..100 {
+        status = server.request("DELETE", &old, &[("Authorization", &auth)], "").await.0;
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 404, "a replaced session's URL no longer exists");
     let other = server.token("r1", "assistant", RoomRole::Teacher, true, false);
     assert_eq!(server.post_offer("/whip/r1", &other, &publish_offer()).await.0, 201);
     assert_eq!(server.media.stats().await.peers, 2);
