@@ -133,6 +133,9 @@ struct TrackIn {
     /// The last RFC 6464 level (−dBov) heard on an audio track.
     audio_level: Option<i8>,
     last_keyframe_request: Option<Instant>,
+    /// A request that came within the throttle interval: sent when the interval ends, so a
+    /// late joiner is coalesced with earlier ones instead of waiting for the next periodic keyframe.
+    pending_keyframe_request: Option<KeyframeRequestKind>,
 }
 
 /// A subscriber's outgoing m-line and how the current source maps onto it.
@@ -326,7 +329,9 @@ impl Sfu {
             Role::Publisher { .. } => Role::Publisher {
                 tracks: usable
                     .iter()
-                    .map(|(mid, kind)| (*mid, TrackIn { kind: *kind, audio_level: None, last_keyframe_request: None }))
+                    .map(|(mid, kind)| {
+                        (*mid, TrackIn { kind: *kind, audio_level: None, last_keyframe_request: None, pending_keyframe_request: None })
+                    })
                     .collect(),
                 ssrc_mid: HashMap::new(),
                 sr_anchor: None,
@@ -485,7 +490,30 @@ impl Sfu {
 
     /// The earliest instant [`Sfu::handle_timeout`] should run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers.values().map(|p| p.next_timeout).min()
+        let interval = self.config.keyframe_request_interval;
+        let pending = self.peers.values().filter_map(|p| match &p.role {
+            Role::Publisher { tracks, .. } => tracks
+                .values()
+                .filter(|t| t.pending_keyframe_request.is_some())
+                .filter_map(|t| t.last_keyframe_request.map(|at| at + interval))
+                .min(),
+            Role::Subscriber { .. } => None,
+        });
+        self.peers.values().map(|p| p.next_timeout).chain(pending).min()
+    }
+
+    /// Re-queues coalesced keyframe requests whose throttle interval has ended.
+    fn release_pending_keyframe_requests(&mut self, now: Instant) {
+        let interval = self.config.keyframe_request_interval;
+        for (id, peer) in &mut self.peers {
+            let Role::Publisher { tracks, .. } = &mut peer.role else { continue };
+            for (mid, track) in tracks.iter_mut() {
+                let due = track.last_keyframe_request.is_none_or(|t| now.duration_since(t) >= interval);
+                if due && let Some(kind) = track.pending_keyframe_request.take() {
+                    self.keyframe_requests.push_back((*id, *mid, kind));
+                }
+            }
+        }
     }
 
     /// Advances every peer whose timer is due, and removes peers that are gone.
@@ -510,6 +538,7 @@ impl Sfu {
         for (id, reason) in expired {
             self.remove(now, id, reason);
         }
+        self.release_pending_keyframe_requests(now);
         self.flush_keyframe_requests(now);
     }
 
@@ -611,9 +640,11 @@ impl Sfu {
             let Role::Publisher { tracks, .. } = &mut peer.role else { continue };
             let Some(track) = tracks.get_mut(&mid) else { continue };
             if track.last_keyframe_request.is_some_and(|t| now.duration_since(t) < interval) {
+                track.pending_keyframe_request = Some(kind);
                 continue;
             }
             track.last_keyframe_request = Some(now);
+            track.pending_keyframe_request = None;
             if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
                 rx.request_keyframe(kind);
             }
@@ -650,6 +681,11 @@ impl Sfu {
         let subs: Vec<PeerId> = room.subscribers.iter().copied().collect();
         for sub in subs {
             let Some(peer) = self.peers.get_mut(&sub) else { continue };
+            // Media written before a subscriber is connected would be queued and burst out stale
+            // when it connects; it starts instead from the keyframe requested on connection.
+            if !peer.connected {
+                continue;
+            }
             let Role::Subscriber { source: Some(src), outs, .. } = &mut peer.role else { continue };
             if *src != from {
                 continue;
