@@ -278,3 +278,28 @@ fn players_get_the_teacher_even_if_a_classroom_published_first() {
         assert!((101..=120).contains(&marker), "the player got a classroom frame (marker {marker}), not the teacher's");
     }
 }
+
+#[test]
+fn with_a_loopback_candidate_nothing_from_outside_loopback_gets_in() {
+    let mut net = Net::new();
+    let (p, _) = net.publish("teacher");
+    net.run_until("publisher connects", |n| n.clients[p].connected);
+    // The publisher's own ICE check, replayed from an outside address, is dropped unread.
+    let mut outside = Vec::new();
+    net.clients[p].rtc.handle_input(Input::Timeout(net.now + Duration::from_secs(3))).unwrap();
+    while let Ok(out) = net.clients[p].rtc.poll_output() {
+        match out {
+            Output::Transmit(t) => outside.push(t.contents.to_vec()),
+            Output::Timeout(_) => break,
+            Output::Event(_) => {}
+        }
+    }
+    assert!(!outside.is_empty(), "the client had something to send");
+    while net.sfu.poll_transmit().is_some() {}
+    let before = net.sfu.dropped;
+    for d in &outside {
+        net.sfu.handle_datagram(net.now, "192.0.2.10:50000".parse().unwrap(), SERVER.parse().unwrap(), d);
+    }
+    assert_eq!(net.sfu.dropped, before + outside.len() as u64, "every datagram from outside loopback is dropped");
+    assert!(net.sfu.poll_transmit().is_none(), "and nothing is answered");
+}
