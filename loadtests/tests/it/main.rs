@@ -73,28 +73,6 @@ async fn loss_is_as_configured_and_a_seed_replays_it() {
 }
 
 #[tokio::test]
-async fn the_cap_holds_the_delivered_rate() {
-    let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let r = relay(sink.local_addr().unwrap(), Impairment::cap(300_000), Impairment::default(), 1, Schedule::default()).await;
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let receiver = tokio::spawn(async move { drain(&sink, Duration::from_millis(600)).await });
-    // 1.5 s at about 1 Mbit/s (1000-byte packets every 8 ms) into a 300 kbit/s cap.
-    let start = tokio::time::Instant::now();
-    for seq in 0u32..188 {
-        let mut p = seq.to_be_bytes().to_vec();
-        p.resize(1000, 1);
-        client.send_to(&p, r.local_addr()).await.unwrap();
-        tokio::time::sleep_until(start + Duration::from_millis(8 * u64::from(seq + 1))).await;
-    }
-    let (seen, bytes, span) = receiver.await.unwrap();
-    let rate = (bytes - 1000) as f64 * 8.0 / span.as_secs_f64();
-    assert!(rate <= 330_000.0, "delivered {rate:.0} bit/s through a 300 kbit/s cap");
-    assert!(rate >= 200_000.0, "the cap delivers close to its rate, got {rate:.0} bit/s");
-    assert!(seen.len() < 120, "the excess is dropped: {} of 188 arrived", seen.len());
-    assert!(r.stats().up.queue_drops > 0);
-}
-
-#[tokio::test]
 async fn both_directions_and_a_schedule() {
     // An echo server as the upstream.
     let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -132,4 +110,31 @@ fn schedules_are_checked() {
     assert!(Schedule::from_toml("[[step]]\nat = \"soon\"\n").is_err());
     let s = Schedule::from_toml("[[step]]\nat = \"10s\"\nup = { rate_bps = 150000, loss = 0.05, delay = \"80ms\" }\n").unwrap();
     assert_eq!(s.steps[0].up.unwrap().rate_bps, Some(150_000));
+}
+
+/// Timing-sensitive: run one at a time with the media tests, not beside the parallel ones.
+mod serial {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_cap_holds_the_delivered_rate() {
+        let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let r = relay(sink.local_addr().unwrap(), Impairment::cap(300_000), Impairment::default(), 1, Schedule::default()).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let receiver = tokio::spawn(async move { drain(&sink, Duration::from_millis(600)).await });
+        // 1.5 s at about 1 Mbit/s (1000-byte packets every 8 ms) into a 300 kbit/s cap.
+        let start = tokio::time::Instant::now();
+        for seq in 0u32..188 {
+            let mut p = seq.to_be_bytes().to_vec();
+            p.resize(1000, 1);
+            client.send_to(&p, r.local_addr()).await.unwrap();
+            tokio::time::sleep_until(start + Duration::from_millis(8 * u64::from(seq + 1))).await;
+        }
+        let (seen, bytes, span) = receiver.await.unwrap();
+        let rate = (bytes - 1000) as f64 * 8.0 / span.as_secs_f64();
+        assert!(rate <= 330_000.0, "delivered {rate:.0} bit/s through a 300 kbit/s cap");
+        assert!(rate >= 200_000.0, "the cap delivers close to its rate, got {rate:.0} bit/s");
+        assert!(seen.len() < 120, "the excess is dropped: {} of 188 arrived", seen.len());
+        assert!(r.stats().up.queue_drops > 0);
+    }
 }
