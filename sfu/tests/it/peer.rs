@@ -12,7 +12,7 @@ use rtc::media::Sample;
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX};
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -118,6 +118,15 @@ pub struct Peer {
 async fn build() -> Peer {
     let mut engine = MediaEngine::default();
     engine.register_codec(RTCRtpCodecParameters { rtp_codec: h264(), payload_type: 102 }, RtpCodecKind::Video).unwrap();
+    // RTX (RFC 4588) for H.264, as every browser offers: without it the SFU cannot retransmit.
+    let rtx = RTCRtpCodec {
+        mime_type: MIME_TYPE_RTX.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: "apt=102".to_owned(),
+        rtcp_feedback: vec![],
+    };
+    engine.register_codec(RTCRtpCodecParameters { rtp_codec: rtx, payload_type: 103 }, RtpCodecKind::Video).unwrap();
     engine.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111 }, RtpCodecKind::Audio).unwrap();
     let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
     let settings =

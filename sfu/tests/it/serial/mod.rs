@@ -1,3 +1,4 @@
 mod browser;
+mod lossy;
 mod robustness;
 mod whip_whep;
