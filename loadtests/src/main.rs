@@ -21,6 +21,13 @@ struct Cli {
 enum Command {
     /// Relay UDP between clients and a server through an emulated weak link.
     Relay(RelayArgs),
+    /// Measure 1 publisher → N subscribers against a running server (see --help of fanout).
+    Fanout {
+        /// --http URL --server-pid PID --publisher-token T --subscriber-token T --room R
+        /// [--subscribers 20] [--seconds 30] [--stagger-ms 200] [--settle 2] [--ignore-pli]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -127,6 +134,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Relay(args) => rt.block_on(relay(args)),
+        Command::Fanout { args } => return rt.block_on(tongxin_loadtests::fanout::main(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

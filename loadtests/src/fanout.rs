@@ -8,7 +8,7 @@
 //! byte-identical. Prints a plain-text table and one `JSON ` line.
 //!
 //! ```sh
-//! cargo run --release -p tongxin-sfu --example fanout -- --http http://127.0.0.1:PORT --server-pid PID \
+//! cargo run --release -p tongxin-loadtests --bin tongxin-load -- fanout --http http://127.0.0.1:PORT --server-pid PID \
 //!     --publisher-token T --subscriber-token T --room R --subscribers 20 --seconds 30
 //! ```
 //!
@@ -82,12 +82,12 @@ struct Args {
 }
 
 fn usage() -> String {
-    "usage: fanout --http http://127.0.0.1:PORT --server-pid PID --publisher-token T --subscriber-token T --room R \
+    "usage: tongxin-load fanout --http http://127.0.0.1:PORT --server-pid PID --publisher-token T --subscriber-token T --room R \
      [--subscribers 20] [--seconds 30] [--stagger-ms 200] [--settle 2] [--ignore-pli]"
         .to_owned()
 }
 
-fn parse_args() -> Res<Args> {
+fn parse_args(mut it: impl Iterator<Item = String>) -> Res<Args> {
     let mut http = None;
     let mut server_pid = None;
     let mut publisher_token = None;
@@ -98,7 +98,6 @@ fn parse_args() -> Res<Args> {
     let mut stagger = Duration::from_millis(200);
     let mut settle = Duration::from_secs(2);
     let mut answer_pli = true;
-    let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--ignore-pli" {
             answer_pli = false;
@@ -1002,26 +1001,27 @@ fn analyse(
 // Main
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args = match parse_args() {
+/// `tongxin-load fanout ARGS…`: parses `args` (the flags above) and runs; the exit code is 0,
+/// 1 (the run failed) or 2 (bad arguments).
+pub async fn main(args: Vec<String>) -> std::process::ExitCode {
+    let args = match parse_args(args.into_iter()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
-            std::process::exit(2);
+            return std::process::ExitCode::from(2);
         }
     };
     // Bounded in time whatever happens: setup, the window, and teardown.
     let limit = Duration::from_secs(args.seconds + 180);
     match tokio::time::timeout(limit, run(args)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
         Ok(Err(e)) => {
             eprintln!("fanout: {e}");
-            std::process::exit(1);
+            std::process::ExitCode::FAILURE
         }
         Err(_) => {
             eprintln!("fanout: gave up after {} s", limit.as_secs());
-            std::process::exit(1);
+            std::process::ExitCode::FAILURE
         }
     }
 }
