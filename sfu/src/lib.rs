@@ -4,6 +4,7 @@
 
 pub mod core;
 pub mod http;
+mod keyframe;
 pub mod shell;
 pub mod stun;
 
