@@ -93,7 +93,6 @@ async fn both_directions_and_a_schedule() {
     }
     let (echoed, _, _) = drain(&client, Duration::from_millis(200)).await;
     assert_eq!(echoed.len(), 50, "everything comes back before the step");
-    assert!(sent_at.elapsed() >= Duration::from_millis(30), "with the configured delay");
     tokio::time::sleep_until((sent_at + Duration::from_millis(500)).into()).await;
     for seq in 100u32..150 {
         client.send_to(&seq.to_be_bytes(), r.local_addr()).await.unwrap();
