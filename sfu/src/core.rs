@@ -169,6 +169,8 @@ struct Peer {
     addrs: HashSet<SocketAddr>,
     connected: bool,
     disconnected_since: Option<Instant>,
+    /// The remote closed DTLS (or SCTP): remove at the next timeout, no grace.
+    closed: bool,
     next_timeout: Instant,
     created: Instant,
 }
@@ -369,6 +371,7 @@ impl Sfu {
             addrs: HashSet::new(),
             connected: false,
             disconnected_since: None,
+            closed: false,
             next_timeout: now,
             created: now,
         };
@@ -529,7 +532,7 @@ impl Sfu {
             .peers
             .iter()
             .filter_map(|(id, p)| {
-                let dead = !p.rtc.is_alive();
+                let dead = !p.rtc.is_alive() || p.closed;
                 let disconnected_too_long = p.disconnected_since.is_some_and(|t| now.duration_since(t) >= self.config.disconnect_grace);
                 let never_connected = !p.connected && now.duration_since(p.created) >= self.config.connect_timeout;
                 (dead || disconnected_too_long || never_connected).then_some((*id, RemoveReason::Timeout))
@@ -626,7 +629,7 @@ impl Sfu {
             }
             Event::Closed => {
                 if let Some(p) = self.peers.get_mut(&id) {
-                    p.disconnected_since = Some(now - self.config.disconnect_grace);
+                    p.closed = true;
                 }
             }
             _ => {}
