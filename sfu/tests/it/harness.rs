@@ -78,6 +78,36 @@ impl TestServer {
     }
 }
 
+/// What a successful WHIP/WHEP exchange returned, with the peer connected.
+pub struct Connected {
+    pub peer: crate::peer::Peer,
+    pub offer: String,
+    pub headers: Vec<(String, String)>,
+    pub answer: String,
+}
+
+impl TestServer {
+    /// A `webrtc`-crate publisher that POSTs its offer to `path` (expects 201) and connects.
+    pub async fn connect_publisher(&self, path: &str, token: &str) -> Connected {
+        self.connect(crate::peer::Peer::publisher().await, path, token, |a| a.to_owned()).await
+    }
+
+    /// A `webrtc`-crate player that POSTs its offer to `path` (expects 201) and connects,
+    /// after `rewrite` changes the answer (e.g. to dial a relay instead of the media port).
+    pub async fn connect_player(&self, path: &str, token: &str, rewrite: impl Fn(&str) -> String) -> Connected {
+        self.connect(crate::peer::Peer::player().await, path, token, rewrite).await
+    }
+
+    async fn connect(&self, mut peer: crate::peer::Peer, path: &str, token: &str, rewrite: impl Fn(&str) -> String) -> Connected {
+        let offer = peer.offer().await;
+        let (status, headers, answer) = self.post_offer(path, token, &offer).await;
+        assert_eq!(status, 201, "{path}: {answer}");
+        peer.accept_answer(&rewrite(&answer)).await;
+        peer.wait_connected().await;
+        Connected { peer, offer, headers, answer }
+    }
+}
+
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tongxin_common::RoomRole;
 use tongxin_loadtests::relay::{Impairment, Relay, RelayConfig, Schedule};
 
-use crate::harness::TestServer;
-use crate::peer::{Peer, access_unit, opus_frame};
+use crate::harness::{Connected, TestServer};
+use crate::peer::{access_unit, opus_frame};
 
 /// The answer with the server's candidate replaced by the relay's address.
 fn via(answer: &str, server: std::net::SocketAddr, relay: std::net::SocketAddr) -> String {
@@ -33,12 +33,7 @@ async fn nack_and_rtx_repair_a_lossy_players_video() {
     let teacher = server.token("lesson-3", "teacher", RoomRole::Teacher, true, false);
     let class = server.token("lesson-3", "village-class", RoomRole::Classroom, false, true);
 
-    let mut publisher = Peer::publisher().await;
-    let offer = publisher.offer().await;
-    let (status, _, answer) = server.post_offer("/whip/lesson-3", &teacher, &offer).await;
-    assert_eq!(status, 201, "{answer}");
-    publisher.accept_answer(&answer).await;
-    publisher.wait_connected().await;
+    let Connected { peer: publisher, .. } = server.connect_publisher("/whip/lesson-3", &teacher).await;
 
     let publisher = Arc::new(publisher);
     let stop = Arc::new(AtomicBool::new(false));
@@ -60,12 +55,8 @@ async fn nack_and_rtx_repair_a_lossy_players_video() {
         })
     };
 
-    let mut player = Peer::player().await;
-    let offer = player.offer().await;
-    let (status, _, answer) = server.post_offer("/whep/lesson-3", &class, &offer).await;
-    assert_eq!(status, 201, "{answer}");
-    player.accept_answer(&via(&answer, server.media.candidate(), relay.local_addr())).await;
-    player.wait_connected().await;
+    let (media, relay_addr) = (server.media.candidate(), relay.local_addr());
+    let Connected { peer: player, .. } = server.connect_player("/whep/lesson-3", &class, |a| via(a, media, relay_addr)).await;
 
     tokio::time::sleep(Duration::from_secs(6)).await;
     stop.store(true, Ordering::Relaxed);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tongxin_common::RoomRole;
 
-use crate::harness::TestServer;
+use crate::harness::{Connected, TestServer};
 use crate::peer::{Peer, access_unit, opus_frame};
 
 fn hostile_datagrams(server_ufrag: &str) -> Vec<Vec<u8>> {
@@ -74,13 +74,8 @@ async fn hostile_input_does_not_stop_media_or_new_peers() {
     let teacher = server.token("lesson-2", "teacher", RoomRole::Teacher, true, false);
     let class = server.token("lesson-2", "class-1", RoomRole::Classroom, false, true);
 
-    let mut publisher = Peer::publisher().await;
-    let offer = publisher.offer().await;
-    let (status, _, answer) = server.post_offer("/whip/lesson-2", &teacher, &offer).await;
-    assert_eq!(status, 201, "{answer}");
+    let Connected { peer: publisher, answer, .. } = server.connect_publisher("/whip/lesson-2", &teacher).await;
     let server_ufrag = answer.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).expect("ufrag in the answer").trim().to_owned();
-    publisher.accept_answer(&answer).await;
-    publisher.wait_connected().await;
 
     let publisher = Arc::new(publisher);
     let stop = Arc::new(AtomicBool::new(false));
@@ -98,12 +93,7 @@ async fn hostile_input_does_not_stop_media_or_new_peers() {
         })
     };
 
-    let mut player = Peer::player().await;
-    let offer = player.offer().await;
-    let (status, _, answer) = server.post_offer("/whep/lesson-2", &class, &offer).await;
-    assert_eq!(status, 201, "{answer}");
-    player.accept_answer(&answer).await;
-    player.wait_connected().await;
+    let Connected { peer: player, offer, .. } = server.connect_player("/whep/lesson-2", &class, |a| a.to_owned()).await;
     let frames = |p: &Peer| p.received.lock().unwrap().access_units.len();
     wait_for("the player's first frames", || frames(&player) > 10).await;
 
@@ -127,13 +117,8 @@ async fn hostile_input_does_not_stop_media_or_new_peers() {
     let before = frames(&player);
     wait_for("frames to keep arriving after the attack", || frames(&player) > before + 30).await;
     // ...and a new peer can still connect and receive.
-    let mut second = Peer::player().await;
-    let offer = second.offer().await;
     let class2 = server.token("lesson-2", "class-2", RoomRole::Classroom, false, true);
-    let (status, _, answer) = server.post_offer("/whep/lesson-2", &class2, &offer).await;
-    assert_eq!(status, 201, "{answer}");
-    second.accept_answer(&answer).await;
-    second.wait_connected().await;
+    let Connected { peer: second, .. } = server.connect_player("/whep/lesson-2", &class2, |a| a.to_owned()).await;
     wait_for("the new player's frames", || frames(&second) > 10).await;
 
     let stats = server.media.stats().await;

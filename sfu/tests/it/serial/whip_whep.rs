@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use tongxin_common::RoomRole;
 
-use crate::harness::{TestServer, header};
-use crate::peer::{Peer, access_unit, opus_frame};
+use crate::harness::{Connected, TestServer, header};
+use crate::peer::{access_unit, opus_frame};
 
 const FRAMES: u32 = 150; // 5 s at 30 fps
 const GOP: u32 = 30;
@@ -16,15 +16,10 @@ async fn every_unit_after_the_first_keyframe_arrives_byte_identical_and_in_order
     let teacher = server.token("lesson-1", "teacher-li", RoomRole::Teacher, true, false);
     let class = server.token("lesson-1", "class-7", RoomRole::Classroom, false, true);
 
-    let mut publisher = Peer::publisher().await;
-    let offer = publisher.offer().await;
-    let (status, headers, answer) = server.post_offer("/whip/lesson-1", &teacher, &offer).await;
-    assert_eq!(status, 201, "WHIP: {answer}");
+    let Connected { peer: publisher, headers, .. } = server.connect_publisher("/whip/lesson-1", &teacher).await;
     assert_eq!(header(&headers, "content-type"), Some("application/sdp"));
     let location = header(&headers, "location").expect("Location").to_owned();
     assert!(location.starts_with("/whip/lesson-1/") && location.len() > "/whip/lesson-1/".len() + 24, "unguessable Location: {location}");
-    publisher.accept_answer(&answer).await;
-    publisher.wait_connected().await;
 
     // Send 5 s of media; the player joins after about one second, mid-GOP.
     let publisher = std::sync::Arc::new(publisher);
@@ -55,13 +50,8 @@ async fn every_unit_after_the_first_keyframe_arrives_byte_identical_and_in_order
     };
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let mut player = Peer::player().await;
-    let offer = player.offer().await;
-    let (status, headers, answer) = server.post_offer("/whep/lesson-1", &class, &offer).await;
-    assert_eq!(status, 201, "WHEP: {answer}");
+    let Connected { peer: player, headers, .. } = server.connect_player("/whep/lesson-1", &class, |a| a.to_owned()).await;
     assert!(header(&headers, "location").is_some_and(|l| l.starts_with("/whep/lesson-1/")));
-    player.accept_answer(&answer).await;
-    player.wait_connected().await;
 
     let (sent_video, sent_audio, audio_at_video) = sender.await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
