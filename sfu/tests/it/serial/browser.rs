@@ -91,6 +91,13 @@ function codecOf(report, stat) {
   const codec = stat && stat.codecId && report.get(stat.codecId);
   return codec ? codec.mimeType : null;
 }
+// Ends this page's session with the token that started it (each page script sets `pc`,
+// `session` and `token`), then closes the connection.
+window.stop = async () => {
+  const status = await endSession(session, token);
+  pc.close();
+  return status;
+};
 "#;
 
 /// The publisher: camera and microphone, sendonly, H.264 first when Chromium can encode it.
@@ -144,11 +151,6 @@ window.sample = async () => {
   return out;
 };
 
-window.stop = async () => {
-  const status = await endSession(session, token);
-  pc.close();
-  return status;
-};
 "#;
 
 /// The player: recvonly audio and video, shown in a muted video element.
@@ -188,11 +190,6 @@ window.sample = async () => {
   return out;
 };
 
-window.stop = async () => {
-  const status = await endSession(session, token);
-  pc.close();
-  return status;
-};
 "#;
 
 fn page(title: &str, body: &str, script: &str) -> String {
