@@ -6,6 +6,7 @@ pub mod clock;
 pub mod db;
 pub mod grant;
 pub mod pii;
+pub mod rooms;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -15,8 +15,11 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tongxin_common::rooms::RoomEvent;
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
 
+use crate::rooms::{Participant, ParticipantKind, Signal};
+use crate::signal::TrackId;
 use crate::{keyframe, stun};
 
 /// A peer connection's id, unique for the life of the process.
@@ -48,6 +51,14 @@ pub struct SfuConfig {
     pub keyframe_request_interval: Duration,
     /// How long a new session may take to connect (ICE and DTLS) before it is dropped.
     pub connect_timeout: Duration,
+    /// How long a room participant keeps its place after losing its WebSocket or its ICE.
+    pub reconnect_grace: Duration,
+    /// How long an ad-hoc room lives on empty.
+    pub empty_room_timeout: Duration,
+    /// The most participants one room holds (WHIP and WHEP sessions count).
+    pub max_participants: usize,
+    /// The most rooms the server runs at once.
+    pub max_rooms: usize,
 }
 
 impl Default for SfuConfig {
@@ -59,6 +70,10 @@ impl Default for SfuConfig {
             disconnect_grace: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(30),
+            reconnect_grace: Duration::from_secs(20),
+            empty_room_timeout: Duration::from_secs(60),
+            max_participants: 100,
+            max_rooms: 200,
         }
     }
 }
@@ -82,6 +97,12 @@ pub enum SfuError {
     /// The peer is gone.
     #[error("no such session")]
     NoSuchPeer,
+    /// The room holds its maximum number of participants.
+    #[error("the room is full ({0} participants)")]
+    RoomFull(usize),
+    /// The server runs its maximum number of rooms.
+    #[error("the server already runs its maximum number of rooms ({0})")]
+    TooManyRooms(usize),
     /// A bug in the media core (a caught panic) or the media task is gone.
     #[error("internal media server error")]
     Internal,
@@ -128,10 +149,14 @@ pub struct Transmit {
 
 /// A publisher's incoming track.
 #[derive(Debug)]
-struct TrackIn {
-    kind: MediaKind,
-    /// The last RFC 6464 level (−dBov) heard on an audio track.
-    audio_level: Option<i8>,
+pub(crate) struct TrackIn {
+    pub(crate) kind: MediaKind,
+    /// The room's id for the track, when it belongs to a participant.
+    pub(crate) track: Option<TrackId>,
+    /// False while muted or while its owner may not publish: nothing is forwarded.
+    pub(crate) forwarding: bool,
+    /// The last RFC 6464 level (−dBov) heard on an audio track, and when.
+    pub(crate) audio_level: Option<(i8, Instant)>,
     last_keyframe_request: Option<Instant>,
     /// A request that came within the throttle interval: sent when the interval ends, so a
     /// late joiner is coalesced with earlier ones instead of waiting for the next periodic keyframe.
@@ -139,12 +164,20 @@ struct TrackIn {
 }
 
 /// A subscriber's outgoing m-line and how the current source maps onto it.
+impl TrackIn {
+    pub(crate) fn new(kind: MediaKind) -> TrackIn {
+        TrackIn { kind, track: None, forwarding: true, audio_level: None, last_keyframe_request: None, pending_keyframe_request: None }
+    }
+}
+
 #[derive(Debug)]
-struct TrackOut {
-    mid: Mid,
-    kind: MediaKind,
+pub(crate) struct TrackOut {
+    pub(crate) mid: Mid,
+    pub(crate) kind: MediaKind,
+    /// The room track this m-line carries (subscriber connections of the room protocol).
+    pub(crate) track: Option<TrackId>,
     /// (publisher, ssrc) currently forwarded here.
-    source: Option<(PeerId, Ssrc)>,
+    pub(crate) source: Option<(PeerId, Ssrc)>,
     seq_delta: u64,
     ts_delta: u32,
     last_seq: u64,
@@ -153,34 +186,70 @@ struct TrackOut {
     waiting_for_keyframe: bool,
 }
 
-#[derive(Debug)]
-enum Role {
+impl TrackOut {
+    pub(crate) fn new(mid: Mid, kind: MediaKind, track: Option<TrackId>) -> TrackOut {
+        TrackOut {
+            mid,
+            kind,
+            track,
+            source: None,
+            seq_delta: 0,
+            ts_delta: 0,
+            last_seq: 0,
+            last_ts: 0,
+            waiting_for_keyframe: kind == MediaKind::Video,
+        }
+    }
+}
+
+pub(crate) enum Role {
+    /// Receives a client's tracks (WHIP, or a room participant's publisher connection).
     Publisher { tracks: HashMap<Mid, TrackIn>, ssrc_mid: HashMap<Ssrc, Mid>, sr_anchor: Option<(Instant, SystemTime)> },
+    /// A WHEP player following one publisher.
     Subscriber { target: Option<Identity>, source: Option<PeerId>, outs: Vec<TrackOut> },
+    /// A room participant's subscriber connection: the server offers, one m-line per track.
+    Downstream {
+        outs: Vec<TrackOut>,
+        pending: Option<str0m::change::SdpPendingOffer>,
+        /// Changes waited for the pending offer's answer.
+        needs_offer: bool,
+        channel: str0m::channel::ChannelId,
+    },
 }
 
-struct Peer {
-    room: RoomName,
-    identity: Identity,
-    room_role: RoomRole,
-    rtc: Rtc,
-    role: Role,
-    ufrag: String,
-    addrs: HashSet<SocketAddr>,
-    connected: bool,
-    disconnected_since: Option<Instant>,
+pub(crate) struct Peer {
+    pub(crate) room: RoomName,
+    pub(crate) identity: Identity,
+    pub(crate) room_role: RoomRole,
+    pub(crate) rtc: Rtc,
+    pub(crate) role: Role,
+    pub(crate) ufrag: String,
+    pub(crate) addrs: HashSet<SocketAddr>,
+    pub(crate) connected: bool,
+    pub(crate) disconnected_since: Option<Instant>,
     /// The remote closed DTLS (or SCTP): remove at the next timeout, no grace.
-    closed: bool,
-    next_timeout: Instant,
-    created: Instant,
+    pub(crate) closed: bool,
+    pub(crate) next_timeout: Instant,
+    pub(crate) created: Instant,
+    /// Link figures from str0m's stats: (media bytes both ways, loss, rtt).
+    pub(crate) media_bytes: u64,
+    pub(crate) media_bytes_sampled: u64,
+    pub(crate) loss: Option<f32>,
+    pub(crate) rtt: Option<Duration>,
 }
 
-#[derive(Debug, Default)]
-struct Room {
-    policy: Option<CodecPolicy>,
+#[derive(Default)]
+pub(crate) struct Room {
+    pub(crate) policy: Option<CodecPolicy>,
     /// Publishers in the order they started.
-    publishers: Vec<PeerId>,
-    subscribers: HashSet<PeerId>,
+    pub(crate) publishers: Vec<PeerId>,
+    pub(crate) subscribers: HashSet<PeerId>,
+    pub(crate) participants: HashMap<Identity, Participant>,
+    /// Created by a service: lives until closed.
+    pub(crate) managed: bool,
+    pub(crate) empty_since: Option<Instant>,
+    /// The speakers last announced.
+    pub(crate) speakers: Vec<Identity>,
 }
 
 /// What a publish or subscribe produced.
@@ -194,15 +263,22 @@ pub struct Session {
 
 /// The selective forwarding unit.
 pub struct Sfu {
-    config: SfuConfig,
-    rooms: HashMap<RoomName, Room>,
-    peers: HashMap<PeerId, Peer>,
+    pub(crate) config: SfuConfig,
+    pub(crate) rooms: HashMap<RoomName, Room>,
+    pub(crate) peers: HashMap<PeerId, Peer>,
     by_ufrag: HashMap<String, PeerId>,
     by_addr: HashMap<SocketAddr, PeerId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
+    pub(crate) signals: VecDeque<Signal>,
+    pub(crate) room_events: VecDeque<RoomEvent>,
+    /// Which participant each joined WebSocket speaks for.
+    pub(crate) conns: HashMap<crate::signal::ConnId, (RoomName, Identity)>,
     keyframe_requests: VecDeque<(PeerId, Mid, KeyframeRequestKind)>,
     next_id: u64,
+    pub(crate) next_track: u64,
+    pub(crate) next_room_tick: Option<Instant>,
+    pub(crate) room_ticks: u64,
     /// Datagrams dropped before reaching any peer (unknown source, garbage, not loopback).
     pub dropped: u64,
 }
@@ -218,8 +294,14 @@ impl Sfu {
             by_addr: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            signals: VecDeque::new(),
+            room_events: VecDeque::new(),
+            conns: HashMap::new(),
             keyframe_requests: VecDeque::new(),
             next_id: 1,
+            next_track: 1,
+            next_room_tick: None,
+            room_ticks: 0,
             dropped: 0,
         }
     }
@@ -229,11 +311,16 @@ impl Sfu {
         self.rooms.entry(room.clone()).or_default().policy = Some(policy);
     }
 
-    fn rtc_config(&self, room: &RoomName) -> RtcConfig {
+    pub(crate) fn rtc_config(&self, room: &RoomName) -> RtcConfig {
         let policy = self.rooms.get(room).and_then(|r| r.policy).unwrap_or(self.config.default_policy);
         // str0m answers in the order codecs are configured, and browsers send the first one the
         // answer lists: H.264 goes first so cheap phones that decode only H.264 can play.
-        let mut cfg = RtcConfig::new().set_ice_lite(true).set_rtp_mode(true).clear_codecs().enable_opus(true, false);
+        let mut cfg = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .clear_codecs()
+            .enable_opus(true, false);
         cfg.codec_config().add_h264(108.into(), Some(109.into()), true, 0x42e01f);
         if policy == CodecPolicy::H264OrVp8 {
             cfg = cfg.enable_vp8(true);
@@ -257,16 +344,12 @@ impl Sfu {
         if !grant.can_publish {
             return Err(SfuError::NotAllowed("this token does not allow publishing"));
         }
+        self.check_capacity(&grant.room, &grant.identity)?;
         let role = Role::Publisher { tracks: HashMap::new(), ssrc_mid: HashMap::new(), sr_anchor: None };
         let session = self.add_peer(now, grant, offer, role, true)?;
-        let room = self.rooms.entry(grant.room.clone()).or_default();
-        let replaced: Vec<PeerId> = room.publishers.clone();
-        room.publishers.push(session.peer);
-        for old in replaced {
-            if self.peers.get(&old).is_some_and(|p| p.identity == grant.identity) {
-                self.remove(now, old, RemoveReason::Replaced);
-            }
-        }
+        self.rooms.entry(grant.room.clone()).or_default().publishers.push(session.peer);
+        self.replace_participant(now, &grant.room, &grant.identity);
+        self.add_session_participant(now, grant, ParticipantKind::Whip, session.peer);
         self.attach_waiting_subscribers(now, &grant.room);
         Ok(session)
     }
@@ -279,10 +362,16 @@ impl Sfu {
             return Err(SfuError::NotAllowed("this token does not allow subscribing"));
         }
         let source = self.pick_publisher(&grant.room, target.as_ref()).ok_or(SfuError::NoPublisher)?;
+        self.check_capacity(&grant.room, &grant.identity)?;
         let role = Role::Subscriber { target, source: None, outs: Vec::new() };
         let session = self.add_peer(now, grant, offer, role, false)?;
         self.rooms.entry(grant.room.clone()).or_default().subscribers.insert(session.peer);
-        self.attach(now, session.peer, source);
+        self.replace_participant(now, &grant.room, &grant.identity);
+        self.add_session_participant(now, grant, ParticipantKind::Whep, session.peer);
+        // Replacing may have moved the publisher; pick again.
+        if let Some(source) = self.pick_publisher(&grant.room, None).or(Some(source)) {
+            self.attach(now, session.peer, source);
+        }
         Ok(session)
     }
 
@@ -298,29 +387,13 @@ impl Sfu {
     }
 
     fn add_peer(&mut self, now: Instant, grant: &JoinGrant, offer: &str, role: Role, publishing: bool) -> Result<Session, SfuError> {
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(first_line(&e.to_string())))?;
-        let mut rtc = self.rtc_config(&grant.room).build(now);
-        for addr in &self.config.candidates {
-            match Candidate::host(*addr, "udp") {
-                Ok(c) => {
-                    rtc.add_local_candidate(c);
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot announce a media candidate"),
-            }
-        }
+        // A player sends nothing: whatever it offers to send is refused in the answer.
+        let offer = if publishing { offer.to_owned() } else { receive_only(offer) };
+        let offer = SdpOffer::from_sdp_string(&offer).map_err(|e| SfuError::BadSdp(first_line(&e.to_string())))?;
+        let mut rtc = self.new_rtc(now, &grant.room);
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::UnusableSdp(first_line(&e.to_string())))?;
         let answer = answer.to_sdp_string();
-        let mids = media_lines(&answer);
-        let mut usable = Vec::new();
-        for (mid, kind) in &mids {
-            let Some(media) = rtc.media(*mid) else { continue };
-            let sends = media.direction().is_sending();
-            let receives = media.direction().is_receiving();
-            if media.disabled() || media.remote_pts().is_empty() || (publishing && !receives) || (!publishing && !sends) {
-                continue;
-            }
-            usable.push((*mid, *kind));
-        }
+        let usable = usable_media(&rtc, &answer, publishing);
         if usable.is_empty() {
             let want = if publishing { "sendonly" } else { "recvonly" };
             return Err(SfuError::UnusableSdp(format!(
@@ -329,42 +402,52 @@ impl Sfu {
         }
         let role = match role {
             Role::Publisher { .. } => Role::Publisher {
-                tracks: usable
-                    .iter()
-                    .map(|(mid, kind)| {
-                        (*mid, TrackIn { kind: *kind, audio_level: None, last_keyframe_request: None, pending_keyframe_request: None })
-                    })
-                    .collect(),
+                tracks: usable.iter().map(|(mid, kind)| (*mid, TrackIn::new(*kind))).collect(),
                 ssrc_mid: HashMap::new(),
                 sr_anchor: None,
             },
-            Role::Subscriber { target, .. } => Role::Subscriber {
-                target,
-                source: None,
-                outs: usable
-                    .iter()
-                    .map(|(mid, kind)| TrackOut {
-                        mid: *mid,
-                        kind: *kind,
-                        source: None,
-                        seq_delta: 0,
-                        ts_delta: 0,
-                        last_seq: 0,
-                        last_ts: 0,
-                        waiting_for_keyframe: *kind == MediaKind::Video,
-                    })
-                    .collect(),
-            },
+            Role::Subscriber { target, .. } => {
+                Role::Subscriber { target, source: None, outs: usable.iter().map(|(mid, kind)| TrackOut::new(*mid, *kind, None)).collect() }
+            }
+            Role::Downstream { .. } => unreachable!("subscriber connections are offered by the server, never answered"),
         };
+        let id = self.insert_peer(now, &grant.room, &grant.identity, grant.role, rtc, role);
+        Ok(Session { peer: id, answer })
+    }
+
+    /// A str0m instance for `room` with the media candidates announced.
+    pub(crate) fn new_rtc(&self, now: Instant, room: &RoomName) -> Rtc {
+        let mut rtc = self.rtc_config(room).build(now);
+        for addr in &self.config.candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot announce a media candidate"),
+            }
+        }
+        rtc
+    }
+
+    /// Registers a new peer connection and drains its first outputs.
+    pub(crate) fn insert_peer(
+        &mut self,
+        now: Instant,
+        room: &RoomName,
+        identity: &Identity,
+        room_role: RoomRole,
+        mut rtc: Rtc,
+        role: Role,
+    ) -> PeerId {
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let id = PeerId(self.next_id);
         self.next_id += 1;
-        self.rooms.entry(grant.room.clone()).or_default();
+        self.rooms.entry(room.clone()).or_default();
         self.by_ufrag.insert(ufrag.clone(), id);
         let peer = Peer {
-            room: grant.room.clone(),
-            identity: grant.identity.clone(),
-            room_role: grant.role,
+            room: room.clone(),
+            identity: identity.clone(),
+            room_role,
             rtc,
             role,
             ufrag,
@@ -374,10 +457,14 @@ impl Sfu {
             closed: false,
             next_timeout: now,
             created: now,
+            media_bytes: 0,
+            media_bytes_sampled: 0,
+            loss: None,
+            rtt: None,
         };
         self.peers.insert(id, peer);
         self.drain(now, id);
-        Ok(Session { peer: id, answer })
+        id
     }
 
     /// Points subscribers whose publisher is gone (or who wait for a named one) at a live one.
@@ -410,7 +497,12 @@ impl Sfu {
         self.request_keyframes(now, publisher);
     }
 
-    fn request_keyframes(&mut self, now: Instant, publisher: PeerId) {
+    pub(crate) fn queue_keyframe_request(&mut self, now: Instant, publisher: PeerId, mid: Mid, kind: KeyframeRequestKind) {
+        self.keyframe_requests.push_back((publisher, mid, kind));
+        self.flush_keyframe_requests(now);
+    }
+
+    pub(crate) fn request_keyframes(&mut self, now: Instant, publisher: PeerId) {
         let Some(Peer { role: Role::Publisher { tracks, .. }, .. }) = self.peers.get(&publisher) else { return };
         let video: Vec<Mid> = tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video).map(|(m, _)| *m).collect();
         for mid in video {
@@ -428,7 +520,7 @@ impl Sfu {
         Ok(())
     }
 
-    fn remove(&mut self, now: Instant, id: PeerId, reason: RemoveReason) {
+    pub(crate) fn remove(&mut self, now: Instant, id: PeerId, reason: RemoveReason) {
         let Some(mut peer) = self.peers.remove(&id) else { return };
         peer.rtc.disconnect();
         self.by_ufrag.remove(&peer.ufrag);
@@ -441,15 +533,9 @@ impl Sfu {
         }
         tracing::info!(peer = id.0, room = %peer.room, ?reason, "peer removed");
         self.events.push_back(SfuEvent::Removed { peer: id, reason });
+        self.on_peer_removed(now, id, &peer.room, reason);
         if matches!(peer.role, Role::Publisher { .. }) {
             self.attach_waiting_subscribers(now, &peer.room.clone());
-        }
-        if let Some(room) = self.rooms.get(&peer.room)
-            && room.publishers.is_empty()
-            && room.subscribers.is_empty()
-            && room.policy.is_none()
-        {
-            self.rooms.remove(&peer.room);
         }
     }
 
@@ -500,9 +586,9 @@ impl Sfu {
                 .filter(|t| t.pending_keyframe_request.is_some())
                 .filter_map(|t| t.last_keyframe_request.map(|at| at + interval))
                 .min(),
-            Role::Subscriber { .. } => None,
+            Role::Subscriber { .. } | Role::Downstream { .. } => None,
         });
-        self.peers.values().map(|p| p.next_timeout).chain(pending).min()
+        self.peers.values().map(|p| p.next_timeout).chain(pending).chain(self.next_room_tick).min()
     }
 
     /// Re-queues coalesced keyframe requests whose throttle interval has ended.
@@ -541,6 +627,9 @@ impl Sfu {
         for (id, reason) in expired {
             self.remove(now, id, reason);
         }
+        if self.next_room_tick.is_some_and(|t| t <= now) {
+            self.room_tick(now);
+        }
         self.release_pending_keyframe_requests(now);
         self.flush_keyframe_requests(now);
     }
@@ -556,7 +645,7 @@ impl Sfu {
     }
 
     /// Drains one peer's outputs until it asks for a timeout (str0m's contract after every change).
-    fn drain(&mut self, now: Instant, id: PeerId) {
+    pub(crate) fn drain(&mut self, now: Instant, id: PeerId) {
         loop {
             let Some(peer) = self.peers.get_mut(&id) else { return };
             let out = match peer.rtc.poll_output() {
@@ -594,6 +683,7 @@ impl Sfu {
                     let src = *src;
                     self.request_keyframes(now, src);
                 }
+                self.on_peer_connected(now, id);
             }
             Event::IceConnectionStateChange(state) => {
                 if let Some(p) = self.peers.get_mut(&id) {
@@ -609,6 +699,17 @@ impl Sfu {
                 let source = match self.peers.get(&id).map(|p| &p.role) {
                     Some(Role::Subscriber { source: Some(s), outs, .. }) => {
                         outs.iter().find(|o| o.mid == req.mid).and_then(|o| o.source.map(|(p, _)| p).or(Some(*s)))
+                    }
+                    // A room subscriber asks for the one track its m-line carries.
+                    Some(Role::Downstream { outs, .. }) => {
+                        let source = outs.iter().find(|o| o.mid == req.mid).and_then(|o| o.source);
+                        if let Some((publisher, ssrc)) = source
+                            && let Some(Peer { role: Role::Publisher { ssrc_mid, .. }, .. }) = self.peers.get(&publisher)
+                            && let Some(mid) = ssrc_mid.get(&ssrc)
+                        {
+                            self.keyframe_requests.push_back((publisher, *mid, req.kind));
+                        }
+                        None
                     }
                     _ => None,
                 };
@@ -632,6 +733,17 @@ impl Sfu {
                     p.closed = true;
                 }
             }
+            Event::PeerStats(stats) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.media_bytes = stats.bytes_rx + stats.bytes_tx;
+                    p.loss = match (stats.ingress_loss_fraction, stats.egress_loss_fraction) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                    p.rtt = stats.rtt.or_else(|| stats.selected_candidate_pair.and_then(|c| c.current_round_trip_time));
+                }
+            }
+            Event::ChannelData(data) => self.on_channel_data(now, id, data),
             _ => {}
         }
     }
@@ -672,9 +784,14 @@ impl Sfu {
             }
         };
         let Some(track) = tracks.get_mut(&mid) else { return };
+        // Muted, or its owner lost the right to publish: nothing leaves the server.
+        if !track.forwarding {
+            return;
+        }
         let kind = track.kind;
-        if kind == MediaKind::Audio && packet.header.ext_vals.audio_level.is_some() {
-            track.audio_level = packet.header.ext_vals.audio_level;
+        let track_id = track.track;
+        if let Some(level) = packet.header.ext_vals.audio_level.filter(|_| kind == MediaKind::Audio) {
+            track.audio_level = Some((level, now));
         }
         let clock_rate = params.spec().clock_rate.get();
         let sr = packet.last_sender_info.as_ref().map(|sr| (sr.ntp_time, sr.rtp_time.numer() as u32));
@@ -682,6 +799,7 @@ impl Sfu {
         let is_keyframe = kind == MediaKind::Video && keyframe::is_keyframe(params, &packet.payload);
         let Some(room) = self.rooms.get(&room) else { return };
         let subs: Vec<PeerId> = room.subscribers.iter().copied().collect();
+        let mut wants_keyframe = false;
         for sub in subs {
             let Some(peer) = self.peers.get_mut(&sub) else { continue };
             // Media written before a subscriber is connected would be queued and burst out stale
@@ -689,24 +807,26 @@ impl Sfu {
             if !peer.connected {
                 continue;
             }
-            let Role::Subscriber { source: Some(src), outs, .. } = &mut peer.role else { continue };
-            if *src != from {
-                continue;
-            }
-            let Some(out) = outs.iter_mut().find(|o| o.kind == kind && (o.source.is_none() || o.source == Some((from, ssrc)))) else {
-                continue;
+            let Peer { rtc, role, .. } = peer;
+            let (out, room_protocol) = match role {
+                Role::Subscriber { source: Some(src), outs, .. } if *src == from => {
+                    (outs.iter_mut().find(|o| o.kind == kind && (o.source.is_none() || o.source == Some((from, ssrc)))), false)
+                }
+                Role::Downstream { outs, .. } if track_id.is_some() => (outs.iter_mut().find(|o| o.track == track_id), true),
+                _ => (None, false),
             };
-            if out.source.is_none() {
+            let Some(out) = out else { continue };
+            if out.source != Some((from, ssrc)) {
                 if kind == MediaKind::Video && !is_keyframe {
-                    continue; // wait for a keyframe; one was requested when this source was attached
+                    // Wait for a keyframe. A WHEP player's was requested when its source was
+                    // attached; a room subscriber asks here (the throttle coalesces requests).
+                    wants_keyframe |= room_protocol;
+                    continue;
                 }
                 // Rebase: the first packet of a new source follows the last one sent on this m-line.
                 out.seq_delta = (out.last_seq + 1).wrapping_sub(*packet.seq_no);
-                out.ts_delta = if out.last_seq == 0 {
-                    0
-                } else {
-                    out.last_ts.wrapping_add(params.spec().clock_rate.get() / 30).wrapping_sub(packet.header.timestamp)
-                };
+                out.ts_delta =
+                    if out.last_seq == 0 { 0 } else { out.last_ts.wrapping_add(clock_rate / 30).wrapping_sub(packet.header.timestamp) };
                 out.source = Some((from, ssrc));
                 out.waiting_for_keyframe = false;
             }
@@ -715,7 +835,7 @@ impl Sfu {
             out.last_seq = out.last_seq.max(seq);
             out.last_ts = ts;
             let out_mid = out.mid;
-            let Some(pt) = peer.rtc.codec_config().match_params(params).map(|p| p.pt()) else { continue };
+            let Some(pt) = rtc.codec_config().match_params(params).map(|p| p.pt()) else { continue };
             let ext = ExtensionValues {
                 audio_level: packet.header.ext_vals.audio_level,
                 voice_activity: packet.header.ext_vals.voice_activity,
@@ -725,10 +845,13 @@ impl Sfu {
                 .marker(packet.header.marker)
                 .ext_vals(ext)
                 .nackable(kind == MediaKind::Video);
-            if let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(out_mid, None) {
+            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(out_mid, None) {
                 tx.write_rtp(write);
             }
             self.drain(now, sub);
+        }
+        if wants_keyframe {
+            self.keyframe_requests.push_back((from, mid, KeyframeRequestKind::Pli));
         }
     }
 
@@ -739,7 +862,7 @@ impl Sfu {
             .iter()
             .filter_map(|id| self.peers.get(id))
             .filter_map(|p| match &p.role {
-                Role::Publisher { tracks, .. } => tracks.values().find_map(|t| t.audio_level).map(|l| (p.identity.clone(), l)),
+                Role::Publisher { tracks, .. } => tracks.values().find_map(|t| t.audio_level).map(|(l, _)| (p.identity.clone(), l)),
                 _ => None,
             })
             .collect()
@@ -769,7 +892,35 @@ fn publisher_wallclock(
     }
 }
 
-fn first_line(s: &str) -> String {
+/// The offer of a player with every sending direction turned off (`sendrecv` → `recvonly`,
+/// `sendonly` → `inactive`), so the answer never accepts media from it.
+fn receive_only(offer: &str) -> String {
+    offer
+        .split_inclusive('\n')
+        .map(|line| match line.trim_end() {
+            "a=sendrecv" => line.replacen("a=sendrecv", "a=recvonly", 1),
+            "a=sendonly" => line.replacen("a=sendonly", "a=inactive", 1),
+            _ => line.to_owned(),
+        })
+        .collect()
+}
+
+/// The `(mid, kind)` of the answered audio/video m-lines that can carry media the wanted way.
+pub(crate) fn usable_media(rtc: &Rtc, answer: &str, publishing: bool) -> Vec<(Mid, MediaKind)> {
+    let mut usable = Vec::new();
+    for (mid, kind) in media_lines(answer) {
+        let Some(media) = rtc.media(mid) else { continue };
+        let sends = media.direction().is_sending();
+        let receives = media.direction().is_receiving();
+        if media.disabled() || media.remote_pts().is_empty() || (publishing && !receives) || (!publishing && !sends) {
+            continue;
+        }
+        usable.push((mid, kind));
+    }
+    usable
+}
+
+pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).chars().take(200).collect()
 }
 

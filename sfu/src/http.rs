@@ -82,6 +82,11 @@ impl WhipState {
     pub fn media(&self) -> &MediaServer {
         &self.media
     }
+
+    /// The credential checker.
+    pub(crate) fn authorizer(&self) -> &dyn Authorizer {
+        self.auth.as_ref()
+    }
 }
 
 /// `/whip/{room}`, `/whep/{room}` and their session URLs, with CORS so a page on another origin
@@ -152,6 +157,10 @@ fn sfu_error(e: SfuError) -> WhipError {
             WhipError { retry_after: Some("5"), ..error(StatusCode::NOT_FOUND, "not_found", "nobody is publishing in this room yet") }
         }
         SfuError::NoSuchPeer => error(StatusCode::NOT_FOUND, "not_found", "no such session"),
+        e @ SfuError::RoomFull(_) => error(StatusCode::CONFLICT, "room_full", e.to_string()),
+        e @ SfuError::TooManyRooms(_) => {
+            WhipError { retry_after: Some("30"), ..error(StatusCode::SERVICE_UNAVAILABLE, "too_many_rooms", e.to_string()) }
+        }
         SfuError::Internal => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal media server error; the server log has the details")
         }

@@ -5,8 +5,12 @@
 pub mod core;
 pub mod http;
 mod keyframe;
+mod rooms;
 pub mod shell;
+pub mod signal;
 pub mod stun;
+pub mod ws;
 
 pub use crate::core::{CodecPolicy, PeerId, Session, Sfu, SfuConfig, SfuError, SfuEvent};
+pub use crate::rooms::Signal;
 pub use crate::shell::MediaServer;

@@ -1,17 +1,51 @@
 //! The I/O shell: one UDP socket for every peer, one task that owns the [`Sfu`] core and feeds it
 //! datagrams, timeouts and commands. Handlers talk to it through a cloneable [`MediaServer`].
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tongxin_common::rooms::{BoxFuture, Permissions, RoomControl, RoomError, RoomEvent, RoomInfo, TrackSource};
 use tongxin_common::{Identity, JoinGrant, RoomName};
 
 use crate::core::{CodecPolicy, PeerId, Session, Sfu, SfuConfig, SfuError, SfuEvent};
+use crate::signal::{ClientMessage, ConnId, ServerMessage};
+
+/// What the media task sends to one WebSocket.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame.
+    Message(ServerMessage),
+    /// Close the socket.
+    Close,
+}
+
+/// How many frames may wait for a slow WebSocket before it is treated as gone.
+pub(crate) const OUTBOUND_QUEUE: usize = 512;
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// A service's room operation, run on the core.
+enum RoomOp {
+    Create(RoomName, Reply<Result<(), RoomError>>),
+    Close(RoomName, Reply<Result<(), RoomError>>),
+    Permissions(RoomName, Identity, Permissions, Reply<Result<(), RoomError>>),
+    Remove(RoomName, Identity, Reply<Result<(), RoomError>>),
+    Mute(RoomName, Identity, TrackSource, bool, Reply<Result<(), RoomError>>),
+    Data(RoomName, serde_json::Value, Reply<Result<(), RoomError>>),
+    Rooms(Reply<Vec<RoomInfo>>),
+}
 
 enum Command {
+    Join { conn: ConnId, grant: Option<JoinGrant>, resume: Option<String>, auto_subscribe: bool, tx: mpsc::Sender<Outbound> },
+    Client { conn: ConnId, message: ClientMessage },
+    ConnClosed { conn: ConnId },
+    Room(RoomOp),
     Publish { grant: JoinGrant, offer: String, reply: oneshot::Sender<Result<Session, SfuError>> },
     Subscribe { grant: JoinGrant, target: Option<Identity>, offer: String, reply: oneshot::Sender<Result<Session, SfuError>> },
     End { peer: PeerId, reply: oneshot::Sender<Result<(), SfuError>> },
@@ -51,6 +85,8 @@ pub enum StartError {
 pub struct MediaServer {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<SfuEvent>,
+    room_events: broadcast::Sender<RoomEvent>,
+    next_conn: Arc<AtomicU64>,
     local_addr: SocketAddr,
     candidate: SocketAddr,
 }
@@ -76,9 +112,46 @@ impl MediaServer {
         config.loopback_only = config.loopback_only || ip.is_loopback();
         let (tx, rx) = mpsc::channel(256);
         let (events, _) = broadcast::channel(1024);
-        tokio::spawn(run(Sfu::new(config), socket, candidate, rx, events.clone()));
+        let (room_events, _) = broadcast::channel(4096);
+        let outputs = Outputs { events: events.clone(), room_events: room_events.clone(), conns: HashMap::new() };
+        tokio::spawn(run(Sfu::new(config), socket, candidate, rx, outputs));
         tracing::info!(port = local_addr.port(), "media server listening (UDP)");
-        Ok(MediaServer { tx, events, local_addr, candidate })
+        Ok(MediaServer { tx, events, room_events, next_conn: Arc::new(AtomicU64::new(1)), local_addr, candidate })
+    }
+
+    /// A fresh id for a WebSocket connection.
+    pub fn new_conn(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A `join` from a WebSocket: frames for it arrive on `tx` from now on.
+    pub async fn join(
+        &self,
+        conn: ConnId,
+        grant: Option<JoinGrant>,
+        resume: Option<String>,
+        auto_subscribe: bool,
+        tx: mpsc::Sender<Outbound>,
+    ) {
+        let _ = self.tx.send(Command::Join { conn, grant, resume, auto_subscribe, tx }).await;
+    }
+
+    /// Any other frame from a WebSocket.
+    pub async fn client_message(&self, conn: ConnId, message: ClientMessage) {
+        let _ = self.tx.send(Command::Client { conn, message }).await;
+    }
+
+    /// The WebSocket closed.
+    pub async fn conn_closed(&self, conn: ConnId) {
+        let _ = self.tx.send(Command::ConnClosed { conn }).await;
+    }
+
+    async fn room_op<T>(&self, op: impl FnOnce(Reply<T>) -> RoomOp, gone: T) -> T {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Room(op(reply))).await.is_err() {
+            return gone;
+        }
+        rx.await.unwrap_or(gone)
     }
 
     /// A stream of the core's events (peers connected, removed with a reason). A receiver that
@@ -145,7 +218,91 @@ fn guarded<T>(panics: &mut u64, what: &str, f: impl FnOnce() -> T) -> Option<T> 
     }
 }
 
-async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mpsc::Receiver<Command>, events: broadcast::Sender<SfuEvent>) {
+impl RoomControl for MediaServer {
+    fn create_room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), RoomError>> {
+        Box::pin(self.room_op(|r| RoomOp::Create(room.clone(), r), Err(RoomError::Unavailable)))
+    }
+
+    fn close_room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), RoomError>> {
+        Box::pin(self.room_op(|r| RoomOp::Close(room.clone(), r), Err(RoomError::Unavailable)))
+    }
+
+    fn set_permissions<'a>(
+        &'a self,
+        room: &'a RoomName,
+        identity: &'a Identity,
+        permissions: Permissions,
+    ) -> BoxFuture<'a, Result<(), RoomError>> {
+        Box::pin(self.room_op(move |r| RoomOp::Permissions(room.clone(), identity.clone(), permissions, r), Err(RoomError::Unavailable)))
+    }
+
+    fn remove_participant<'a>(&'a self, room: &'a RoomName, identity: &'a Identity) -> BoxFuture<'a, Result<(), RoomError>> {
+        Box::pin(self.room_op(|r| RoomOp::Remove(room.clone(), identity.clone(), r), Err(RoomError::Unavailable)))
+    }
+
+    fn mute_track<'a>(
+        &'a self,
+        room: &'a RoomName,
+        identity: &'a Identity,
+        source: TrackSource,
+        muted: bool,
+    ) -> BoxFuture<'a, Result<(), RoomError>> {
+        Box::pin(self.room_op(move |r| RoomOp::Mute(room.clone(), identity.clone(), source, muted, r), Err(RoomError::Unavailable)))
+    }
+
+    fn send_data<'a>(&'a self, room: &'a RoomName, message: serde_json::Value) -> BoxFuture<'a, Result<(), RoomError>> {
+        Box::pin(self.room_op(move |r| RoomOp::Data(room.clone(), message, r), Err(RoomError::Unavailable)))
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, Vec<RoomInfo>> {
+        Box::pin(self.room_op(RoomOp::Rooms, Vec::new()))
+    }
+
+    fn events(&self) -> broadcast::Receiver<RoomEvent> {
+        self.room_events.subscribe()
+    }
+}
+
+/// Where the core's outputs go: event streams and the joined WebSockets.
+struct Outputs {
+    events: broadcast::Sender<SfuEvent>,
+    room_events: broadcast::Sender<RoomEvent>,
+    conns: HashMap<ConnId, mpsc::Sender<Outbound>>,
+}
+
+fn room_op(sfu: &mut Sfu, now: Instant, op: RoomOp) {
+    match op {
+        RoomOp::Create(room, reply) => drop(reply.send(sfu.create_room(now, &room))),
+        RoomOp::Close(room, reply) => drop(reply.send(sfu.close_room(now, &room))),
+        RoomOp::Permissions(room, identity, p, reply) => drop(reply.send(sfu.set_permissions(now, &room, &identity, p))),
+        RoomOp::Remove(room, identity, reply) => drop(reply.send(sfu.remove_participant(now, &room, &identity))),
+        RoomOp::Mute(room, identity, source, muted, reply) => drop(reply.send(sfu.set_muted(now, &room, &identity, source, muted))),
+        RoomOp::Data(room, message, reply) => drop(reply.send(sfu.send_data(now, &room, message))),
+        RoomOp::Rooms(reply) => drop(reply.send(sfu.room_infos())),
+    }
+}
+
+/// Hands the core's signals to their WebSockets; a socket that cannot keep up is treated as
+/// closed (its participant enters the grace period) rather than buffering without bound.
+fn deliver_signals(sfu: &mut Sfu, outputs: &mut Outputs) {
+    while let Some(signal) = sfu.poll_signal() {
+        let Some(tx) = outputs.conns.get(&signal.conn) else { continue };
+        let mut ok = true;
+        if let Some(message) = signal.message {
+            ok = tx.try_send(Outbound::Message(message)).is_ok();
+        }
+        if signal.close || !ok {
+            if let Some(tx) = outputs.conns.remove(&signal.conn) {
+                let _ = tx.try_send(Outbound::Close);
+            }
+            if !ok {
+                sfu.conn_closed(Instant::now(), signal.conn);
+            }
+        }
+    }
+}
+
+async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mpsc::Receiver<Command>, mut outputs: Outputs) {
     let mut buf = vec![0u8; 2048];
     let mut panics = 0u64;
     loop {
@@ -175,6 +332,20 @@ async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mps
                         let _ = reply.send(r.unwrap_or(Err(SfuError::Internal)));
                     }
                     Command::Policy { room, policy } => sfu.set_room_policy(&room, policy),
+                    Command::Join { conn, grant, resume, auto_subscribe, tx } => {
+                        outputs.conns.insert(conn, tx);
+                        guarded(&mut panics, "join", || sfu.join(now, conn, grant, resume, auto_subscribe));
+                    }
+                    Command::Client { conn, message } => {
+                        guarded(&mut panics, "signal", || sfu.client_message(now, conn, message));
+                    }
+                    Command::ConnClosed { conn } => {
+                        outputs.conns.remove(&conn);
+                        guarded(&mut panics, "close", || sfu.conn_closed(now, conn));
+                    }
+                    Command::Room(op) => {
+                        guarded(&mut panics, "room", || room_op(&mut sfu, now, op));
+                    }
                     Command::Stats { reply } => {
                         let _ = reply.send(MediaStats { peers: sfu.peer_count(), dropped: sfu.dropped, panics });
                     }
@@ -193,8 +364,12 @@ async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mps
         while let Some(event) = sfu.poll_event() {
             tracing::debug!(?event, "sfu event");
             // No receiver is fine: nobody is interested right now.
-            let _ = events.send(event);
+            let _ = outputs.events.send(event);
         }
+        while let Some(event) = sfu.poll_room_event() {
+            let _ = outputs.room_events.send(event);
+        }
+        deliver_signals(&mut sfu, &mut outputs);
     }
     tracing::info!("media server stopped");
 }

@@ -27,6 +27,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("auth.join_token_ttl", "default lifetime of a join token, e.g. 1h"),
     ("media.listen", "UDP address of the one media port (WebRTC, WHIP, WHEP)"),
     ("media.public_ip", "address clients reach the media port on (for a server behind NAT)"),
+    ("rooms.max_rooms", "the most rooms the server runs at once"),
+    ("rooms.max_participants", "the most participants in one room (WHIP and WHEP sessions count)"),
+    ("rooms.reconnect_grace", "how long a participant keeps its place after losing its connection, e.g. 20s"),
     ("log.format", "text or json"),
     ("log.level", "a tracing filter such as info or tongxin_web=debug,info"),
 ];
@@ -43,6 +46,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The media port.
     pub media: MediaConfig,
+    /// Room limits and reconnection.
+    pub rooms: RoomsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -60,6 +65,40 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig { listen: SocketAddr::from(([127, 0, 0, 1], 7882)), public_ip: None }
+    }
+}
+
+/// `[rooms]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// `rooms.max_rooms`
+    #[serde(deserialize_with = "count")]
+    pub max_rooms: usize,
+    /// `rooms.max_participants`
+    #[serde(deserialize_with = "count")]
+    pub max_participants: usize,
+    /// `rooms.reconnect_grace`
+    #[serde(deserialize_with = "duration")]
+    pub reconnect_grace: Duration,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        let sfu = tongxin_sfu::SfuConfig::default();
+        RoomsConfig { max_rooms: sfu.max_rooms, max_participants: sfu.max_participants, reconnect_grace: sfu.reconnect_grace }
+    }
+}
+
+impl RoomsConfig {
+    /// The media core's settings for these limits.
+    pub fn sfu_config(&self) -> tongxin_sfu::SfuConfig {
+        tongxin_sfu::SfuConfig {
+            max_rooms: self.max_rooms,
+            max_participants: self.max_participants,
+            reconnect_grace: self.reconnect_grace,
+            ..tongxin_sfu::SfuConfig::default()
+        }
     }
 }
 
@@ -159,6 +198,21 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         return Err(serde::de::Error::custom("must be longer than zero"));
     }
     Ok(dur)
+}
+
+/// A positive count, from TOML or from an environment variable's text.
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Num(i64),
+        Str(String),
+    }
+    let n = match N::deserialize(d)? {
+        N::Num(n) => n,
+        N::Str(s) => s.trim().parse().map_err(|_| serde::de::Error::custom(format!("{s:?} is not a whole number")))?,
+    };
+    usize::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| serde::de::Error::custom("must be at least 1"))
 }
 
 fn bool_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {

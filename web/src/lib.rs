@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod media;
+pub mod rooms;
 pub mod metrics;
 pub mod net;
 pub mod openapi;
@@ -50,6 +51,7 @@ pub fn app(state: AppState) -> Router {
         .merge(accounts::api::router())
         .merge(tokens::router())
         .merge(stream_keys::router())
+        .merge(rooms::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this endpoint".into()) });
     let whip = match &state.media {

@@ -1,5 +1,5 @@
-//! Mounting the SFU's WHIP/WHEP routes: bearer credentials are join tokens (checked by the one
-//! verifier in `tongxin_common`) or stream keys (looked up in the database).
+//! Mounting the SFU's routes (WHIP, WHEP and the room signalling WebSocket): bearer credentials are
+//! join tokens (checked by the one verifier in `tongxin_common`) or stream keys (looked up in the database).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,8 +38,9 @@ impl Authorizer for BearerAuthorizer {
     }
 }
 
-/// `/whip/{room}` and `/whep/{room}` over `media`.
+/// `/whip/{room}`, `/whep/{room}` and the room signalling WebSocket `/api/v1/rtc` over `media`.
 pub fn router<S: Clone + Send + Sync + 'static>(state: &AppState, media: MediaServer) -> Router<S> {
     let auth = BearerAuthorizer { key: state.token_key.clone(), db: state.db.clone(), clock: state.clock.clone() };
-    tongxin_sfu::http::router(WhipState::new(media, Arc::new(auth))).with_state(())
+    let whip = WhipState::new(media, Arc::new(auth));
+    tongxin_sfu::http::router(whip.clone()).merge(tongxin_sfu::ws::router(whip)).with_state(())
 }

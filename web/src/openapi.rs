@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{accounts, auth, error, ops, stream_keys, tokens};
+use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use crate::{accounts, auth, error, ops, stream_keys, tokens};
         accounts::api::list_users, accounts::api::create_user, accounts::api::get_user, accounts::api::update_user,
         tokens::mint_join_token,
         stream_keys::create, stream_keys::list, stream_keys::revoke,
+        rooms::list_rooms,
         ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),

@@ -4,14 +4,16 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tongxin_common::rooms::{LeaveReason, RoomEvent};
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
 use tongxin_sfu::core::RemoveReason;
-use tongxin_sfu::{PeerId, Sfu, SfuConfig, SfuError, SfuEvent};
+use tongxin_sfu::signal::{ClientMessage, ConnId, ServerMessage};
+use tongxin_sfu::{PeerId, Sfu, SfuConfig, SfuError, SfuEvent, Signal};
 
 const SERVER: &str = "127.0.0.1:7882";
 
@@ -32,6 +34,8 @@ struct Net {
     clients: Vec<Client>,
     now: Instant,
     events: Vec<SfuEvent>,
+    signals: Vec<Signal>,
+    room_events: Vec<RoomEvent>,
 }
 
 fn grant(identity: &str, publish: bool, subscribe: bool) -> JoinGrant {
@@ -51,7 +55,88 @@ fn grant(identity: &str, publish: bool, subscribe: bool) -> JoinGrant {
 impl Net {
     fn new() -> Net {
         let config = SfuConfig { candidates: vec![SERVER.parse().unwrap()], loopback_only: true, ..SfuConfig::default() };
-        Net { sfu: Sfu::new(config), clients: Vec::new(), now: Instant::now(), events: Vec::new() }
+        Net::with(config)
+    }
+
+    fn with(config: SfuConfig) -> Net {
+        let config = SfuConfig { candidates: vec![SERVER.parse().unwrap()], loopback_only: true, ..config };
+        Net {
+            sfu: Sfu::new(config),
+            clients: Vec::new(),
+            now: Instant::now(),
+            events: Vec::new(),
+            signals: Vec::new(),
+            room_events: Vec::new(),
+        }
+    }
+
+    /// Messages the server sent to `conn` so far.
+    fn messages(&self, conn: u64) -> Vec<&ServerMessage> {
+        self.signals.iter().filter(|s| s.conn == ConnId(conn)).filter_map(|s| s.message.as_ref()).collect()
+    }
+
+    fn left(&self, identity: &str) -> Vec<LeaveReason> {
+        self.room_events
+            .iter()
+            .filter_map(|e| match e {
+                RoomEvent::ParticipantLeft { identity: who, reason, .. } if who.as_str() == identity => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A room participant joining on WebSocket `conn`; a str0m client answers its subscriber
+    /// connection. Returns the client's index and the resume credential.
+    fn join(&mut self, conn: u64, grant: Option<JoinGrant>, resume: Option<String>) -> (usize, String) {
+        self.sfu.join(self.now, ConnId(conn), grant, resume, true);
+        self.collect();
+        let (credential, offer) = {
+            let msgs = self.messages(conn);
+            let credential = msgs.iter().rev().find_map(|m| match m {
+                ServerMessage::Joined { resume, .. } => Some(resume.clone()),
+                _ => None,
+            });
+            let offer = msgs.iter().rev().find_map(|m| match m {
+                ServerMessage::Offer { sdp, .. } => Some(sdp.clone()),
+                _ => None,
+            });
+            (credential.unwrap_or_else(|| panic!("no joined for conn {conn}: {msgs:?}")), offer.expect("an offer"))
+        };
+        let i = self.clients.len();
+        let addr: SocketAddr = format!("127.0.0.1:{}", 50000 + i).parse().unwrap();
+        let mut rtc = RtcConfig::new().build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
+        self.clients.push(Client {
+            rtc,
+            addr,
+            online: true,
+            mids: vec![],
+            connected: false,
+            video_frames: vec![],
+            audio_frames: 0,
+            keyframe_requests: 0,
+        });
+        self.sfu.client_message(self.now, ConnId(conn), ClientMessage::Answer { sdp: answer.to_sdp_string() });
+        self.collect();
+        (i, credential)
+    }
+
+    fn collect(&mut self) {
+        while let Some(s) = self.sfu.poll_signal() {
+            self.signals.push(s);
+        }
+        while let Some(e) = self.sfu.poll_room_event() {
+            self.room_events.push(e);
+        }
+    }
+
+    /// Advances the clock by `total` in steps of 100 ms, moving packets.
+    fn advance(&mut self, total: Duration) {
+        let end = self.now + total;
+        while self.now < end {
+            self.tick(Duration::from_millis(100));
+        }
     }
 
     /// A client offering `direction` audio+video; returns its index, the offer and the pending state.
@@ -135,6 +220,7 @@ impl Net {
             while let Some(e) = self.sfu.poll_event() {
                 self.events.push(e);
             }
+            self.collect();
             if !moved {
                 break;
             }
@@ -302,4 +388,110 @@ fn with_a_loopback_candidate_nothing_from_outside_loopback_gets_in() {
     }
     assert_eq!(net.sfu.dropped, before + outside.len() as u64, "every datagram from outside loopback is dropped");
     assert!(net.sfu.poll_transmit().is_none(), "and nothing is answered");
+}
+
+fn room_grant(identity: &str) -> JoinGrant {
+    JoinGrant { room: RoomName::parse("village-clinic").unwrap(), ..grant(identity, true, true) }
+}
+
+#[test]
+fn a_participant_keeps_its_place_through_an_outage_shorter_than_the_grace_and_times_out_after_it() {
+    let mut net = Net::new();
+    let grace = SfuConfig::default().reconnect_grace;
+    let (_, _) = net.join(1, Some(room_grant("doctor")), None);
+    let (b, credential) = net.join(2, Some(room_grant("patient")), None);
+    net.run_until("both subscriber connections come up", |n| n.clients.iter().all(|c| c.connected));
+
+    // The patient's phone changes networks: socket and link gone.
+    net.sfu.conn_closed(net.now, ConnId(2));
+    net.clients[b].online = false;
+    net.advance(grace - Duration::from_secs(2));
+    assert!(net.left("patient").is_empty(), "still within the grace period");
+
+    // Back on a new socket with the credential only (the token may have expired meanwhile).
+    let (_, second) = net.join(3, None, Some(credential.clone()));
+    let resumed = net
+        .messages(3)
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Joined { resumed: true, participant, .. } if participant.identity.as_str() == "patient"));
+    assert!(resumed, "the participant got its place back: {:?}", net.messages(3));
+    assert_ne!(second, credential, "each joined issues a new credential");
+    net.run_until("the new subscriber connection comes up", |n| n.clients.last().unwrap().connected);
+    net.advance(grace * 2);
+    assert!(net.left("patient").is_empty(), "a healthy participant stays");
+    let doctor_saw_leave = net.messages(1).iter().any(|m| matches!(m, ServerMessage::ParticipantLeft { .. }));
+    assert!(!doctor_saw_leave, "the doctor never saw the patient leave");
+
+    // An old credential is spent.
+    net.sfu.join(net.now, ConnId(9), None, Some(credential), true);
+    net.collect();
+    assert!(matches!(net.messages(9).first(), Some(ServerMessage::Error { code, .. }) if code == "unauthorized"));
+
+    // Gone for good this time.
+    net.sfu.conn_closed(net.now, ConnId(3));
+    let last = net.clients.len() - 1;
+    net.clients[last].online = false;
+    net.advance(grace - Duration::from_secs(1));
+    assert!(net.left("patient").is_empty());
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.left("patient"), vec![LeaveReason::Timeout]);
+    let told = net
+        .messages(1)
+        .iter()
+        .any(|m| matches!(m, ServerMessage::ParticipantLeft { identity, reason: LeaveReason::Timeout } if identity.as_str() == "patient"));
+    assert!(told, "the doctor is told why");
+}
+
+#[test]
+fn rooms_enforce_their_limits_and_ad_hoc_rooms_close_a_minute_after_emptying() {
+    let mut net = Net::with(SfuConfig { max_participants: 2, max_rooms: 1, ..SfuConfig::default() });
+    net.join(1, Some(room_grant("doctor")), None);
+    net.join(2, Some(room_grant("patient")), None);
+    net.sfu.join(net.now, ConnId(3), Some(room_grant("cousin")), None, true);
+    net.collect();
+    assert!(matches!(net.messages(3).first(), Some(ServerMessage::Error { code, .. }) if code == "room_full"), "{:?}", net.messages(3));
+    assert!(net.signals.iter().any(|s| s.conn == ConnId(3) && s.close), "the refused socket is closed");
+    // The same identity again is a replacement, not one more.
+    net.join(4, Some(room_grant("patient")), None);
+    assert_eq!(net.left("patient"), vec![LeaveReason::Replaced]);
+    assert!(net.messages(2).iter().any(|m| matches!(m, ServerMessage::Removed { reason: LeaveReason::Replaced })));
+    // A second room is one too many.
+    net.sfu.join(net.now, ConnId(5), Some(grant("teacher", true, true)), None, true);
+    net.collect();
+    assert!(matches!(net.messages(5).first(), Some(ServerMessage::Error { code, .. }) if code == "too_many_rooms"));
+
+    for conn in [1, 4] {
+        net.sfu.client_message(net.now, ConnId(conn), ClientMessage::Leave);
+    }
+    net.collect();
+    net.advance(Duration::from_secs(59));
+    assert!(!net.room_events.iter().any(|e| matches!(e, RoomEvent::RoomClosed { .. })), "an empty room waits a minute");
+    net.advance(Duration::from_secs(2));
+    assert!(net.room_events.iter().any(|e| matches!(e, RoomEvent::RoomClosed { room } if room.as_str() == "village-clinic")));
+    assert!(net.sfu.room_infos().is_empty());
+
+    // A managed room lives on empty until closed.
+    let lesson = RoomName::parse("lesson-9").unwrap();
+    net.sfu.create_room(net.now, &lesson).unwrap();
+    net.advance(Duration::from_secs(120));
+    assert_eq!(net.sfu.room_infos().len(), 1);
+    net.sfu.close_room(net.now, &lesson).unwrap();
+    assert!(net.sfu.room_infos().is_empty());
+}
+
+#[test]
+fn a_late_joiner_gets_the_room_as_it_is() {
+    let mut net = Net::new();
+    net.join(1, Some(room_grant("doctor")), None);
+    net.join(2, Some(JoinGrant { name: Some("Dr. Wang".into()), ..room_grant("village-doctor") }), None);
+    net.join(3, Some(room_grant("patient")), None);
+    let room = net.messages(3).iter().find_map(|m| match m {
+        ServerMessage::Joined { room, .. } => Some(room.clone()),
+        _ => None,
+    });
+    let mut here: Vec<String> = room.expect("joined").participants.iter().map(|p| p.identity.as_str().to_owned()).collect();
+    here.sort();
+    assert_eq!(here, ["doctor", "village-doctor"]);
+    let announced = net.messages(1).iter().filter(|m| matches!(m, ServerMessage::ParticipantJoined { .. })).count();
+    assert_eq!(announced, 2, "the first one was told of both newcomers");
 }

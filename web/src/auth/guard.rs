@@ -17,6 +17,8 @@ pub enum Policy {
     MintAnyJoinToken,
     /// Create, list and revoke stream keys (teachers: only for themselves).
     ManageStreamKeys,
+    /// See every live room and who is in it.
+    ViewRooms,
 }
 
 impl Policy {
@@ -26,6 +28,7 @@ impl Policy {
             Policy::ManageAccounts => &[AccountRole::Admin],
             Policy::MintAnyJoinToken => &[AccountRole::Admin],
             Policy::ManageStreamKeys => &[AccountRole::Admin, AccountRole::Teacher],
+            Policy::ViewRooms => &[AccountRole::Admin],
         }
     }
 
@@ -34,6 +37,7 @@ impl Policy {
             Policy::ManageAccounts => "manage accounts",
             Policy::MintAnyJoinToken => "mint join tokens for arbitrary rooms",
             Policy::ManageStreamKeys => "manage stream keys",
+            Policy::ViewRooms => "view live rooms",
         }
     }
 }
