@@ -443,6 +443,13 @@ mod tests {
 
         let e = env(&[("TONGXIN_AUTH_SESSION_TTL", "soon")]);
         assert_eq!(key_error(Config::load(None, e, &[])).0, "auth.session_ttl");
+        for bad in ["0", "-3", "many"] {
+            let e = env(&[("TONGXIN_ROOMS_MAX_PARTICIPANTS", bad)]);
+            assert_eq!(key_error(Config::load(None, e, &[])).0, "rooms.max_participants", "{bad}");
+        }
+        let e = env(&[("TONGXIN_ROOMS_MAX_PARTICIPANTS", "12"), ("TONGXIN_ROOMS_RECONNECT_GRACE", "45s")]);
+        let rooms = Config::load(None, e, &[]).unwrap().rooms.sfu_config();
+        assert_eq!((rooms.max_participants, rooms.reconnect_grace), (12, Duration::from_secs(45)));
 
         let (k, _) = key_error(Config::load(None, env(&[]), &[("storage.database_url", "mysql://x".into())]));
         assert_eq!(k, "storage.database_url");

@@ -143,3 +143,13 @@ pub fn error_code(body: &Value) -> &str {
     assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "error without message: {body}");
     e["code"].as_str().unwrap_or_else(|| panic!("error without code: {body}"))
 }
+
+/// A WHIP offer (audio and video, send-only) from a str0m client on a made-up loopback port.
+pub fn publish_offer() -> String {
+    let mut rtc = str0m::RtcConfig::new().build(std::time::Instant::now());
+    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:40000".parse().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(str0m::media::MediaKind::Audio, str0m::media::Direction::SendOnly, None, None, None);
+    api.add_media(str0m::media::MediaKind::Video, str0m::media::Direction::SendOnly, None, None, None);
+    api.apply().unwrap().0.to_sdp_string()
+}

@@ -1,25 +1,12 @@
 //! Stream keys: created by the API, usable as a WHIP bearer for their room only, revocable.
 
-use std::time::Instant;
-
 use axum::http::{Method, StatusCode};
 use serde_json::json;
-use str0m::RtcConfig;
-use str0m::media::{Direction, MediaKind};
 use tongxin_web::accounts::AccountRole;
 
-use crate::harness::{TestApp, error_code};
+use crate::harness::{TestApp, error_code, publish_offer};
 
-fn publish_offer() -> String {
-    let mut rtc = RtcConfig::new().build(Instant::now());
-    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:40000".parse().unwrap(), "udp").unwrap());
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    api.apply().unwrap().0.to_sdp_string()
-}
-
-async fn whip(app: &TestApp, room: &str, bearer: &str) -> StatusCode {
+pub async fn whip(app: &TestApp, room: &str, bearer: &str) -> StatusCode {
     let auth = format!("Bearer {bearer}");
     let (status, _, _) = app
         .raw(
