@@ -172,7 +172,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             state::open_database(&config).await?.close().await;
             eprintln!("migrations applied");
         }
-        Command::Token(args) => println!("{}", mint(&config, args)?),
+        Command::Token(args) => {
+            let room = args.room.clone();
+            let token = mint(&config, args)?;
+            println!("{token}");
+            // stdout stays the bare token for scripts; people get the link to open.
+            eprintln!("room page: http://{}/room/{room}#token={token}", config.http.listen);
+        }
         Command::Admin(cmd) => return admin(&config, cmd).await,
     }
     Ok(ExitCode::SUCCESS)
