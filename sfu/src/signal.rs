@@ -123,6 +123,23 @@ pub enum ClientMessage {
     Ping,
 }
 
+impl ClientMessage {
+    /// The frame's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Answer { .. } => "answer",
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Candidate { .. } => "candidate",
+            ClientMessage::Subscribe { .. } => "subscribe",
+            ClientMessage::Unsubscribe { .. } => "unsubscribe",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Leave => "leave",
+            ClientMessage::Ping => "ping",
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -287,6 +304,9 @@ pub enum ServerMessage {
         code: String,
         /// Words for people.
         message: String,
+        /// The type of the refused client frame (`data` for a data channel message), when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
     },
     /// The answer to `ping`.
     Pong,
@@ -295,7 +315,7 @@ pub enum ServerMessage {
 impl ServerMessage {
     /// An `error` frame.
     pub fn error(code: &str, message: impl Into<String>) -> ServerMessage {
-        ServerMessage::Error { code: code.to_owned(), message: message.into() }
+        ServerMessage::Error { code: code.to_owned(), message: message.into(), refused: None }
     }
 }
 
@@ -318,6 +338,27 @@ mod tests {
         ));
         for bad in [r#"{"type":"subscribe","tracks":["x3"]}"#, r#"{"type":"fly"}"#, r#"{"protocol":1}"#, "[]"] {
             assert!(serde_json::from_str::<ClientMessage>(bad).is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn type_names_are_the_wire_types() {
+        let frames = [
+            ClientMessage::Join { protocol: 1, token: None, resume: None, auto_subscribe: true },
+            ClientMessage::Answer { sdp: String::new() },
+            ClientMessage::Publish { sdp: String::new(), tracks: vec![] },
+            ClientMessage::Candidate {
+                target: PcTarget::Subscriber,
+                candidate: CandidateInit { candidate: String::new(), sdp_mid: None, sdp_m_line_index: None },
+            },
+            ClientMessage::Subscribe { tracks: vec![] },
+            ClientMessage::Unsubscribe { tracks: vec![] },
+            ClientMessage::Mute { source: TrackSource::Camera, muted: true },
+            ClientMessage::Leave,
+            ClientMessage::Ping,
+        ];
+        for f in frames {
+            assert_eq!(serde_json::to_value(&f).unwrap()["type"], f.type_name());
         }
     }
 
