@@ -62,6 +62,10 @@ pub struct MediaStats {
     pub dropped: u64,
     /// Panics caught in the core (each one a bug).
     pub panics: u64,
+    /// Open rooms.
+    pub rooms: usize,
+    /// Participants in all rooms (WHIP and WHEP sessions included).
+    pub participants: usize,
 }
 
 /// Why the media server could not start.
@@ -347,7 +351,8 @@ async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mps
                         guarded(&mut panics, "room", || room_op(&mut sfu, now, op));
                     }
                     Command::Stats { reply } => {
-                        let _ = reply.send(MediaStats { peers: sfu.peer_count(), dropped: sfu.dropped, panics });
+                        let (rooms, participants) = sfu.room_counts();
+                        let _ = reply.send(MediaStats { peers: sfu.peer_count(), dropped: sfu.dropped, panics, rooms, participants });
                     }
                 }
             }

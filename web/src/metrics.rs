@@ -93,6 +93,12 @@ impl Metrics {
             let _ = writeln!(w, "# HELP tongxin_media_core_panics_total Panics caught in the media core (each one a bug).");
             let _ = writeln!(w, "# TYPE tongxin_media_core_panics_total counter");
             let _ = writeln!(w, "tongxin_media_core_panics_total {}", m.panics);
+            let _ = writeln!(w, "# HELP tongxin_rooms Open rooms.");
+            let _ = writeln!(w, "# TYPE tongxin_rooms gauge");
+            let _ = writeln!(w, "tongxin_rooms {}", m.rooms);
+            let _ = writeln!(w, "# HELP tongxin_room_participants Participants in all rooms, WHIP and WHEP sessions included.");
+            let _ = writeln!(w, "# TYPE tongxin_room_participants gauge");
+            let _ = writeln!(w, "tongxin_room_participants {}", m.participants);
         }
         let _ = writeln!(w, "# HELP tongxin_build_info Build information; always 1.");
         let _ = writeln!(w, "# TYPE tongxin_build_info gauge");
@@ -161,7 +167,8 @@ mod tests {
         m.request("GET", "/api/v1/me", 200, Duration::from_millis(30));
         m.request("GET", "/api/v1/me", 401, Duration::from_millis(1));
         m.login(false);
-        let text = m.render(true, Some(2), Some(tongxin_sfu::shell::MediaStats { peers: 3, dropped: 7, panics: 0 }));
+        let text =
+            m.render(true, Some(2), Some(tongxin_sfu::shell::MediaStats { peers: 3, dropped: 7, panics: 0, rooms: 1, participants: 4 }));
         assert!(text.contains("tongxin_http_requests_total{method=\"GET\",route=\"/api/v1/me\",status=\"200\"} 2"));
         assert!(text.contains("tongxin_http_request_duration_seconds_bucket{route=\"/api/v1/me\",le=\"0.005\"} 2"));
         assert!(text.contains("tongxin_http_request_duration_seconds_count{route=\"/api/v1/me\"} 3"));
@@ -169,5 +176,6 @@ mod tests {
         assert!(text.contains("tongxin_sessions_live 2"));
         assert!(text.contains("tongxin_database_up 1"));
         assert!(text.contains("tongxin_media_peers 3") && text.contains("tongxin_media_dropped_datagrams_total 7"));
+        assert!(text.contains("tongxin_rooms 1") && text.contains("tongxin_room_participants 4"));
     }
 }

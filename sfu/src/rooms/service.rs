@@ -166,6 +166,11 @@ impl Sfu {
         Ok(())
     }
 
+    /// How many rooms are open and how many participants are in them.
+    pub fn room_counts(&self) -> (usize, usize) {
+        (self.rooms.len(), self.rooms.values().map(|r| r.participants.len()).sum())
+    }
+
     /// Every room and who is in it.
     pub fn room_infos(&self) -> Vec<RoomInfo> {
         let mut rooms: Vec<RoomInfo> = self
