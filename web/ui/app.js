@@ -3,13 +3,14 @@
 
 import { api, ApiError } from './api.js';
 import { LOCALES, initialLocale, locale, setLocale, t } from './i18n.js';
+import { roomsView } from './rooms.js';
 
 const app = document.getElementById('app');
 let me = null;
 
 // h('tag.class', {attrs}, ...children): builds elements without innerHTML, so user data is
 // always text, never markup.
-function h(spec, attrs = {}, ...children) {
+export function h(spec, attrs = {}, ...children) {
   const [tag, ...classes] = spec.split('.');
   const el = document.createElement(tag || 'div');
   if (classes.length) el.className = classes.join(' ');
@@ -24,14 +25,14 @@ function h(spec, attrs = {}, ...children) {
 }
 
 // User-provided text (names, usernames) is marked data-raw: it is not ours to translate.
-const raw = (text) => h('span', { 'data-raw': true, text });
+export const raw = (text) => h('span', { 'data-raw': true, text });
 
 const FIELD_KEYS = {
   username: 'users.username', display_name: 'users.display_name', password: 'login.password',
   new_password: 'settings.new_password', role: 'users.role', locale: 'settings.language',
 };
 
-function errorText(e) {
+export function errorText(e) {
   if (!(e instanceof ApiError)) return t('error.internal');
   if (e.code === 'validation') return t('error.validation', { field: t(FIELD_KEYS[e.field] || 'error.field_unknown') });
   const key = `error.${e.code}`;
@@ -39,9 +40,9 @@ function errorText(e) {
     'method_not_allowed', 'internal'].includes(e.code) ? t(key) : t('error.internal');
 }
 
-function message(kind, text) { return h(`p.msg.${kind}`, { role: kind === 'error' ? 'alert' : 'status', text }); }
+export function message(kind, text) { return h(`p.msg.${kind}`, { role: kind === 'error' ? 'alert' : 'status', text }); }
 
-function languageSelect(onChange) {
+export function languageSelect(onChange) {
   const sel = h('select', { id: 'lang', 'aria-label': t('nav.language'), onchange: (ev) => onChange(ev.target.value) },
     LOCALES.map((l) => h('option', { value: l.tag, lang: l.tag, selected: l.tag === locale(), text: l.name })));
   return h('label.lang-switch', {}, h('span', { text: t('nav.language') }), sel);
@@ -61,6 +62,7 @@ async function changeLocale(tag) {
 const ROUTES = {
   '/': homeView,
   '/admin/users': usersView,
+  '/admin/rooms': roomsView,
   '/settings': settingsView,
 };
 
@@ -75,13 +77,27 @@ document.addEventListener('click', (ev) => {
   if (a && !ev.ctrlKey && !ev.metaKey) { ev.preventDefault(); go(a.getAttribute('href')); }
 });
 
+// A room page needs no login: the join token in the link is the credential.
+const isRoomPage = () => location.pathname.startsWith('/room/');
+
 function render() {
+  if (isRoomPage()) {
+    import('./room.js').then((m) => {
+      m.showRoom(app);
+      countRender();
+    }, (e) => console.error('cannot load the room page', e));
+    return;
+  }
   if (!me) {
     app.replaceChildren(loginView());
   } else {
     const path = location.pathname in ROUTES ? location.pathname : '/';
     app.replaceChildren(shell(path, ROUTES[path]()));
   }
+  countRender();
+}
+
+function countRender() {
   // Lets tests (and anyone debugging) see that a render for this locale has completed.
   const root = document.documentElement;
   root.dataset.renders = String(Number(root.dataset.renders || 0) + 1);
@@ -95,7 +111,7 @@ function navLink(path, key, current) {
 
 function shell(path, content) {
   const links = [navLink('/', 'nav.home', path)];
-  if (me.role === 'admin') links.push(navLink('/admin/users', 'nav.users', path));
+  if (me.role === 'admin') links.push(navLink('/admin/users', 'nav.users', path), navLink('/admin/rooms', 'nav.rooms', path));
   links.push(navLink('/settings', 'nav.settings', path));
   const nav = h('nav.nav', { 'aria-label': t('nav.label') },
     h('div.brand', {}, h('img', { src: '/icon.svg', alt: '' }), h('span', { text: t('app.name') })),
@@ -271,6 +287,10 @@ function settingsView() {
 
 async function start() {
   await setLocale(initialLocale());
+  if (isRoomPage()) {
+    render();
+    return;
+  }
   try {
     me = await api('GET', '/me');
     if (me.locale !== locale()) await setLocale(me.locale);

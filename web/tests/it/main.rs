@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod harness;
+mod rooms;
 mod serial;
 mod store;
 mod stream_keys;

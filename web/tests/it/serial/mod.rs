@@ -2,3 +2,4 @@
 //! Chromium instances never share the two cores.
 
 mod browser;
+mod room;

@@ -1,0 +1,98 @@
+//! The room page (`/room/{room}`) in headless Chromium against the real server and media server:
+//! two participants see each other's video, chat over the data channel, see a mute, and one
+//! resumes its place after its page was closed abruptly; an administrator follows the room on
+//! `/admin/rooms`. The steps are in `tests/browser/room.mjs`.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use tongxin_common::{Clock, Identity, JoinGrant, RoomName, RoomRole};
+use tongxin_web::accounts::store::NewUser;
+use tongxin_web::accounts::{AccountRole, Locale, Username};
+use tongxin_web::auth::password;
+use tongxin_web::config::Config;
+use tongxin_web::state::AppState;
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser")
+}
+
+/// Runs a browser script; fails with its output.
+async fn run_script(script: &str, env: &[(&str, String)]) {
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed; run `scripts/install-deps.sh test` (make test does)"
+    );
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(script).current_dir(&dir).env("SCREENSHOT_DIR", &shots).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // A generous bound: the script has its own per-step waits; this only stops a hung browser.
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 300 s"))
+        .expect("run node");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    eprintln!("{text}screenshots in {}", shots.display());
+}
+
+fn grant(room: &str, identity: &str, name: &str, role: RoomRole) -> JoinGrant {
+    JoinGrant {
+        room: RoomName::parse(room).unwrap(),
+        identity: Identity::parse(identity).unwrap(),
+        name: Some(name.into()),
+        role,
+        can_publish: true,
+        can_subscribe: true,
+        can_publish_data: true,
+        hidden: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_participants_see_each_other_chat_mute_and_resume() {
+    // The server as `tongxin serve` builds it: database, token key and media server from the config.
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.data_dir = data_dir.path().to_owned();
+    // Loopback only: the media server advertises 127.0.0.1, so the browsers never leave the machine.
+    config.media.listen = "127.0.0.1:0".parse().unwrap();
+    let state = AppState::open(config, Clock::system()).await.expect("open the server state");
+    let media = state.media.clone().expect("AppState::open starts the media server");
+    let mint = |g: JoinGrant| state.token_key.mint(&g, SystemTime::now(), Duration::from_secs(600)).unwrap();
+    let teacher = mint(grant("demo", "teacher-li", "李老师", RoomRole::Teacher));
+    let class = mint(grant("demo", "class-3", "三年级（3）班", RoomRole::Classroom));
+    // An administrator watches the room on /admin/rooms meanwhile.
+    let admin = NewUser {
+        username: Username::parse("root").unwrap(),
+        display_name: "管理员".into(),
+        role: AccountRole::Admin,
+        password_hash: password::hash("root-password-1").unwrap(),
+        locale: Locale::ZhCn,
+    };
+    state.accounts.create_user(admin, SystemTime::now()).await.unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = tongxin_web::app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let env = [
+        ("BASE_URL", url),
+        ("ROOM", "demo".into()),
+        ("TOKEN_A", teacher),
+        ("TOKEN_B", class),
+        ("ADMIN_USER", "root".into()),
+        ("ADMIN_PASSWORD", "root-password-1".into()),
+    ];
+    run_script("room.mjs", &env).await;
+
+    let stats = media.stats().await;
+    assert_eq!(stats.panics, 0, "the media core panicked");
+    server.abort();
+}

@@ -1,0 +1,659 @@
+// The connection layer of the room page: one WebSocket (sfu/PROTOCOL.md, protocol 1) and two
+// RTCPeerConnections — `publisher` (ours, we offer) and `subscriber` (everyone else's tracks and
+// the `tongxin` data channel, the server offers) — with the camera, microphone and screen it
+// publishes. It keeps the resume credential in localStorage and reconnects with backoff within
+// the server's grace period. No DOM: the page (room.js) subscribes to its events.
+
+const PROTOCOL = 1;
+// Reconnect attempts back off 1 s, 2 s, 4 s… within the server's default 20 s grace period.
+const RECONNECT_BUDGET_MS = 20000;
+const PING_MS = 20000;
+const SOURCES = ['microphone', 'camera', 'screen'];
+// Errors that end a join attempt: the server closes the socket after them.
+const FATAL_ON_JOIN = ['unsupported_protocol', 'unauthorized', 'room_full', 'too_many_rooms', 'room_closed'];
+// Small and slow: a classroom on a weak rural link cannot carry more, and cheap phones encode it.
+const CAMERA = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15, max: 15 } };
+const CAMERA_KBPS = 500;
+const SCREEN_KBPS = 300;
+const DEVICES_KEY = 'tongxin.devices';
+const resumeKey = (room) => `tongxin.resume.${room}`;
+
+function loadJson(key) {
+  try { return JSON.parse(localStorage.getItem(key) || 'null'); } catch { return null; }
+}
+
+// Puts H.264 constrained baseline (packetization-mode=1) first when this browser can send it:
+// cheap phones decode it in hardware, and the SFU forwards it to every kind of client.
+function preferH264(transceiver) {
+  if (!transceiver.setCodecPreferences || !window.RTCRtpSender.getCapabilities) return;
+  const baseline = (c) => c.mimeType.toLowerCase() === 'video/h264' &&
+    /packetization-mode=1/.test(c.sdpFmtpLine || '') && /profile-level-id=42e01f/i.test(c.sdpFmtpLine || '');
+  const sendable = (RTCRtpSender.getCapabilities('video') || { codecs: [] }).codecs;
+  if (!sendable.some(baseline)) return;
+  const codecs = RTCRtpReceiver.getCapabilities('video').codecs;
+  try {
+    transceiver.setCodecPreferences([...codecs.filter(baseline), ...codecs.filter((c) => !baseline(c))]);
+  } catch (e) {
+    console.warn('codec preferences not applied', e);
+  }
+}
+
+// A participant as the server sent it, with the fields the page relies on always present.
+function normalize(p) {
+  return {
+    identity: p.identity,
+    name: typeof p.name === 'string' && p.name ? p.name : null,
+    role: p.role,
+    kind: p.kind,
+    permissions: { publish: false, subscribe: true, publish_data: false, ...(p.permissions || {}) },
+    tracks: Array.isArray(p.tracks) ? p.tracks.map((x) => ({ ...x })) : [],
+    quality: null,
+  };
+}
+
+// One participant's connection to one room. Events, subscribed with `on(type, fn)`:
+//   state        {state, reason?, code?}: joining, joined, reconnecting, or the end of the
+//                session: left, removed (with the server's reason), failed (with the error
+//                code), disconnected
+//   participant  a remote participant (as `normalize` shapes it) appeared or changed
+//   left         the identity of a remote participant that left
+//   tracks       the remote media tracks were matched to participants again
+//   speakers     the Set of identities speaking now
+//   quality      {identity, quality} of a participant, ourselves included
+//   chat         {from, text}: a chat line from someone else (`from` null for a service)
+//   error        {code}: a server error that leaves the session running, or `publish_failed`
+//   change       local media, publishing, permissions, the participant count or the data
+//                channel changed
+export class RoomClient {
+  constructor(room, token) {
+    this.room = room;
+    this.token = token;
+    this.listeners = {};
+    this.state = 'idle';
+    this.identity = null;
+    this.me = null;
+    this.resumed = false;
+    this.joinedBefore = false;
+    this.participants = new Map(); // identity -> participant as the server described it
+    this.remoteTracks = new Map(); // track id -> MediaStreamTrack on the subscriber connection
+    this.mids = {}; // subscriber mid -> track id, from the latest offer
+    this.events = [];
+    this.errors = [];
+    this.ws = null;
+    this.sub = null;
+    this.pub = null;
+    this.dc = null;
+    this.epoch = 0; // bumped on every `joined`; work queued for an older connection is dropped
+    this.subQueue = Promise.resolve();
+    this.pubQueue = Promise.resolve();
+    this.pendingPublish = null;
+    this.published = new Set();
+    this.tx = {}; // source -> publisher transceiver
+    this.local = { stream: null, screen: null, muted: { microphone: false, camera: false } };
+    this.devices = loadJson(DEVICES_KEY) || {};
+    this.reconnect = null;
+    this.timers = new Set();
+    this.pingTimer = null;
+  }
+
+  on(type, fn) {
+    (this.listeners[type] ||= []).push(fn);
+    return this;
+  }
+
+  emit(type, detail) {
+    for (const fn of this.listeners[type] || []) fn(detail);
+  }
+
+  setState(state, detail) {
+    this.state = state;
+    this.emit('state', { state, ...detail });
+  }
+
+  // Ends the session: connections closed, camera and microphone released.
+  end(state, detail) {
+    this.teardown();
+    this.setState(state, detail);
+  }
+
+  later(fn, ms) {
+    const id = setTimeout(() => { this.timers.delete(id); fn(); }, ms);
+    this.timers.add(id);
+    return id;
+  }
+
+  get channel() {
+    return this.dc ? this.dc.readyState : null;
+  }
+
+  get publishing() {
+    return !!this.pub;
+  }
+
+  remoteTrack(track) {
+    return (track && this.remoteTracks.get(track.id)) || null;
+  }
+
+  // The resume credential of an earlier join with this token (the page was closed in the room).
+  storedResume() {
+    const stored = loadJson(resumeKey(this.room));
+    return (stored && stored.token === this.token && stored.resume) || null;
+  }
+
+  forgetResume() {
+    localStorage.removeItem(resumeKey(this.room));
+  }
+
+  // ---- camera and microphone -------------------------------------------------------------
+
+  setDevice(kind, deviceId) {
+    this.devices[kind] = deviceId;
+    localStorage.setItem(DEVICES_KEY, JSON.stringify(this.devices));
+  }
+
+  // Opens the camera and microphone (the chosen ones when still present); falls back to the
+  // microphone alone, then to nothing, so a pupil without a camera can still take part.
+  async acquire() {
+    this.stopLocal();
+    const audio = this.devices.microphone ? { deviceId: { ideal: this.devices.microphone } } : true;
+    const video = this.devices.camera ? { ...CAMERA, deviceId: { ideal: this.devices.camera } } : CAMERA;
+    let stream = null;
+    for (const want of [{ audio, video }, { audio }, { video }]) {
+      try {
+        stream = await navigator.mediaDevices.getUserMedia(want);
+        break;
+      } catch (e) {
+        console.warn('getUserMedia', JSON.stringify(Object.keys(want)), e.name);
+      }
+    }
+    this.local.stream = stream;
+    for (const track of stream ? stream.getTracks() : []) {
+      track.enabled = !this.local.muted[track.kind === 'audio' ? 'microphone' : 'camera'];
+    }
+    return stream;
+  }
+
+  stopLocal() {
+    for (const s of [this.local.stream, this.local.screen]) for (const track of s ? s.getTracks() : []) track.stop();
+    this.local.stream = null;
+    this.local.screen = null;
+  }
+
+  // ---- signalling ------------------------------------------------------------------------
+
+  join() {
+    this.participants = new Map();
+    this.setState('joining');
+    this.connect();
+  }
+
+  connect() {
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const ws = new WebSocket(`${scheme}://${location.host}/api/v1/rtc`);
+    this.ws = ws;
+    ws.onopen = () => {
+      const msg = { type: 'join', protocol: PROTOCOL, token: this.token };
+      const resume = this.storedResume();
+      if (resume) msg.resume = resume;
+      ws.send(JSON.stringify(msg));
+    };
+    ws.onmessage = (ev) => {
+      if (ws === this.ws) this.onMessage(ev.data);
+    };
+    ws.onclose = () => {
+      if (ws === this.ws) this.onSocketClosed();
+    };
+  }
+
+  send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  onMessage(text) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (!msg || typeof msg.type !== 'string') return;
+    if (!['quality', 'speakers', 'pong', 'offer', 'publish_answer'].includes(msg.type)) {
+      const who = typeof msg.participant === 'string' ? msg.participant : (msg.participant && msg.participant.identity) || msg.identity;
+      this.events.push({ type: msg.type, identity: who, reason: msg.reason, code: msg.code, at: Date.now() });
+      if (this.events.length > 500) this.events.shift();
+    }
+    const handler = {
+      joined: () => this.onJoined(msg),
+      offer: () => this.onOffer(msg),
+      publish_answer: () => this.onPublishAnswer(msg),
+      participant_joined: () => this.upsert(msg.participant),
+      participant_left: () => this.onLeft(msg),
+      track_published: () => this.onTrackPublished(msg),
+      track_unpublished: () => this.onTrackUnpublished(msg),
+      track_muted: () => this.onTrackMuted(msg),
+      permissions_changed: () => this.onPermissions(msg),
+      speakers: () => this.emit('speakers', new Set((msg.speakers || []).map((s) => s.identity))),
+      quality: () => this.onQuality(msg),
+      removed: () => this.onRemoved(msg),
+      error: () => this.onError(msg),
+    }[msg.type];
+    if (handler) handler();
+  }
+
+  onJoined(msg) {
+    this.epoch += 1;
+    this.closeConnections();
+    this.me = normalize(msg.participant);
+    this.identity = this.me.identity;
+    this.resumed = !!msg.resumed;
+    if (!this.joinedBefore) {
+      // A reopened page takes over its tracks' mute state; after a reconnect of this page, its
+      // own state wins (it is re-sent after the fresh `publish`).
+      for (const track of this.me.tracks) if (track.source !== 'screen' && track.muted) this.applyMute(track.source, true);
+    }
+    this.joinedBefore = true;
+    this.reconnect = null;
+    localStorage.setItem(resumeKey(this.room), JSON.stringify({ token: this.token, resume: msg.resume }));
+    this.participants = new Map(((msg.room && msg.room.participants) || []).map((p) => [p.identity, this.keepQuality(normalize(p))]));
+    this.remoteTracks = new Map();
+    this.mids = {};
+    this.setState('joined');
+    if (this.me.permissions.publish && this.local.stream) this.startPublishing();
+    clearInterval(this.pingTimer);
+    this.pingTimer = setInterval(() => this.send({ type: 'ping' }), PING_MS);
+  }
+
+  // A participant described afresh keeps the last quality report about it.
+  keepQuality(p) {
+    const old = this.participants.get(p.identity);
+    if (old && old.quality) p.quality = old.quality;
+    return p;
+  }
+
+  onOffer(msg) {
+    const epoch = this.epoch;
+    this.subQueue = this.subQueue.then(async () => {
+      if (epoch !== this.epoch) return;
+      if (!this.sub) this.sub = this.makeSubscriber();
+      const pc = this.sub;
+      this.mids = msg.tracks || {};
+      await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+      if (epoch !== this.epoch) return;
+      this.send({ type: 'answer', sdp: pc.localDescription.sdp });
+      this.resolveTracks();
+    }).catch((e) => {
+      console.warn('subscriber negotiation failed', e);
+      this.emit('error', { code: 'bad_sdp' });
+    });
+  }
+
+  makeSubscriber() {
+    const pc = new RTCPeerConnection();
+    pc.ontrack = () => this.resolveTracks();
+    pc.ondatachannel = (ev) => {
+      if (ev.channel.label === 'tongxin') this.attachChannel(ev.channel);
+    };
+    pc.onicecandidate = (ev) => this.trickle(pc, 'subscriber', ev.candidate);
+    pc.onconnectionstatechange = () => this.watchIce(pc);
+    return pc;
+  }
+
+  // Which remote track each receiving m-line carries now (the mapping changes with offers).
+  resolveTracks() {
+    const byId = new Map();
+    if (this.sub) {
+      for (const tr of this.sub.getTransceivers()) {
+        const id = tr.mid !== null ? this.mids[tr.mid] : undefined;
+        if (id && tr.receiver && tr.receiver.track) byId.set(id, tr.receiver.track);
+      }
+    }
+    this.remoteTracks = byId;
+    this.emit('tracks');
+  }
+
+  upsert(view) {
+    if (!view || !view.identity || view.identity === this.identity) return;
+    const p = this.keepQuality(normalize(view));
+    this.participants.set(p.identity, p);
+    this.emit('participant', p);
+    this.emit('change');
+  }
+
+  onLeft(msg) {
+    this.participants.delete(msg.identity);
+    this.emit('left', msg.identity);
+    this.emit('change');
+  }
+
+  participant(identity) {
+    return identity === this.identity ? this.me : this.participants.get(identity);
+  }
+
+  onTrackPublished(msg) {
+    const p = this.participant(msg.participant);
+    if (!p || !msg.track) return;
+    p.tracks = [...p.tracks.filter((x) => x.id !== msg.track.id), msg.track];
+    if (p !== this.me) this.emit('participant', p);
+  }
+
+  onTrackUnpublished(msg) {
+    const p = this.participant(msg.participant);
+    if (!p) return;
+    p.tracks = p.tracks.filter((x) => x.id !== msg.track);
+    if (p !== this.me) this.emit('participant', p);
+  }
+
+  onTrackMuted(msg) {
+    if (msg.participant === this.identity) {
+      // A service muted (or unmuted) one of our tracks: follow it locally.
+      const own = this.me.tracks.find((x) => x.id === msg.track);
+      if (!own) return;
+      own.muted = !!msg.muted;
+      if (own.source !== 'screen') this.applyMute(own.source, own.muted);
+      return;
+    }
+    const p = this.participants.get(msg.participant);
+    const track = p && p.tracks.find((x) => x.id === msg.track);
+    if (!track) return;
+    track.muted = !!msg.muted;
+    this.emit('participant', p);
+  }
+
+  onPermissions(msg) {
+    if (msg.participant === this.identity) {
+      const before = this.me.permissions;
+      this.me.permissions = { ...before, ...msg.permissions };
+      if (before.publish && !this.me.permissions.publish) this.closePublisher();
+      if (!before.publish && this.me.permissions.publish && this.local.stream) this.startPublishing();
+      this.emit('change');
+      return;
+    }
+    const p = this.participants.get(msg.participant);
+    if (p) p.permissions = { ...p.permissions, ...msg.permissions };
+  }
+
+  onQuality(msg) {
+    for (const q of msg.participants || []) {
+      if (q.identity === this.identity) {
+        this.emit('quality', { identity: q.identity, quality: q });
+        continue;
+      }
+      const p = this.participants.get(q.identity);
+      if (!p) continue;
+      p.quality = { loss: q.loss, rtt_ms: q.rtt_ms, bitrate_kbps: q.bitrate_kbps, rating: q.rating };
+      this.emit('quality', { identity: p.identity, quality: p.quality });
+    }
+  }
+
+  onRemoved(msg) {
+    this.forgetResume();
+    this.end('removed', { reason: msg.reason });
+  }
+
+  onError(msg) {
+    this.errors.push({ code: msg.code, message: msg.message, at: Date.now() });
+    if (this.pendingPublish && (msg.code === 'bad_sdp' || msg.code === 'not_allowed')) {
+      this.pendingPublish.reject(new Error(msg.code));
+      this.pendingPublish = null;
+    }
+    if ((this.state === 'joining' || this.state === 'reconnecting') && FATAL_ON_JOIN.includes(msg.code)) {
+      if (msg.code === 'unauthorized') this.forgetResume();
+      this.end('failed', { code: msg.code });
+      return;
+    }
+    this.emit('error', { code: msg.code });
+  }
+
+  // ---- the data channel ------------------------------------------------------------------
+
+  attachChannel(dc) {
+    this.dc = dc;
+    const update = () => {
+      if (dc === this.dc) this.emit('change');
+    };
+    dc.onopen = update;
+    dc.onclose = update;
+    dc.onmessage = (ev) => {
+      let m;
+      try {
+        m = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      const body = m && m.message;
+      if (body && body.kind === 'chat' && typeof body.text === 'string') this.emit('chat', { from: m.from ?? null, text: body.text });
+    };
+    update();
+  }
+
+  // Sends a chat line; false when the data channel is not open.
+  sendChat(text) {
+    if (this.channel !== 'open') return false;
+    this.dc.send(JSON.stringify({ kind: 'chat', text }));
+    return true;
+  }
+
+  // ---- publishing ------------------------------------------------------------------------
+
+  startPublishing() {
+    this.closePublisher();
+    const stream = this.local.stream;
+    const pc = new RTCPeerConnection();
+    this.pub = pc;
+    pc.onicecandidate = (ev) => this.trickle(pc, 'publisher', ev.candidate);
+    pc.onconnectionstatechange = () => this.watchIce(pc);
+    const audio = stream.getAudioTracks()[0];
+    const video = stream.getVideoTracks()[0];
+    if (audio) this.tx.microphone = pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
+    if (video) {
+      this.tx.camera = pc.addTransceiver(video, { direction: 'sendonly', streams: [stream], sendEncodings: [{ maxBitrate: CAMERA_KBPS * 1000 }] });
+      preferH264(this.tx.camera);
+    }
+    if (this.local.screen) this.addScreen(this.local.screen.getVideoTracks()[0]);
+    this.emit('change');
+    this.negotiatePublish();
+  }
+
+  addScreen(track) {
+    if (this.tx.screen) {
+      this.tx.screen.sender.replaceTrack(track);
+      this.tx.screen.direction = 'sendonly';
+    } else {
+      this.tx.screen = this.pub.addTransceiver(track, { direction: 'sendonly', sendEncodings: [{ maxBitrate: SCREEN_KBPS * 1000 }] });
+      preferH264(this.tx.screen);
+    }
+  }
+
+  // One publish exchange at a time: a screen share started while the first `publish` is on
+  // its way waits for its answer.
+  negotiatePublish() {
+    const pc = this.pub;
+    this.pubQueue = this.pubQueue.then(async () => {
+      if (pc !== this.pub) return;
+      await pc.setLocalDescription(await pc.createOffer());
+      const tracks = SOURCES.filter((s) => this.tx[s] && this.tx[s].direction === 'sendonly' && this.tx[s].mid !== null)
+        .map((source) => ({ mid: this.tx[source].mid, source }));
+      const answer = new Promise((resolve, reject) => {
+        this.pendingPublish = { resolve, reject };
+        this.later(() => reject(new Error('no publish_answer within 15 s')), 15000);
+      });
+      this.send({ type: 'publish', sdp: pc.localDescription.sdp, tracks });
+      const msg = await answer;
+      if (pc !== this.pub) return;
+      await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      this.published = new Set(tracks.map((x) => x.source));
+      // Tell the server what is muted here when it thinks otherwise (a fresh track starts unmuted).
+      for (const source of ['microphone', 'camera']) {
+        const known = this.me.tracks.find((x) => x.source === source);
+        if (this.published.has(source) && this.local.muted[source] !== !!(known && known.muted)) {
+          this.sendMute(source);
+        }
+      }
+      this.emit('change');
+    }).catch((e) => {
+      console.warn('publish failed', e);
+      if (pc === this.pub) this.emit('error', { code: 'publish_failed' });
+    });
+  }
+
+  onPublishAnswer(msg) {
+    if (this.pendingPublish) {
+      this.pendingPublish.resolve(msg);
+      this.pendingPublish = null;
+    }
+  }
+
+  toggleMute(source) {
+    this.applyMute(source, !this.local.muted[source]);
+    if (this.published.has(source)) this.sendMute(source);
+  }
+
+  sendMute(source) {
+    const muted = this.local.muted[source];
+    this.send({ type: 'mute', source, muted });
+    for (const track of this.me.tracks) if (track.source === source) track.muted = muted;
+  }
+
+  applyMute(source, muted) {
+    this.local.muted[source] = muted;
+    const kind = source === 'microphone' ? 'audio' : 'video';
+    for (const track of this.local.stream ? this.local.stream.getTracks() : []) if (track.kind === kind) track.enabled = !muted;
+    this.emit('change');
+  }
+
+  // Starts or stops sharing the screen; rejects when the browser gives no screen.
+  async toggleScreen() {
+    if (this.local.screen) {
+      this.stopScreen();
+      return;
+    }
+    if (!this.pub) return;
+    // Slides change rarely: a few frames a second keep the text sharp on little bandwidth.
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { max: 5 } }, audio: false });
+    const track = stream.getVideoTracks()[0];
+    track.contentHint = 'detail';
+    track.addEventListener('ended', () => {
+      if (this.local.screen === stream) this.stopScreen();
+    });
+    this.local.screen = stream;
+    this.addScreen(track);
+    this.emit('change');
+    this.negotiatePublish();
+  }
+
+  stopScreen() {
+    const stream = this.local.screen;
+    this.local.screen = null;
+    for (const track of stream ? stream.getTracks() : []) track.stop();
+    if (this.tx.screen && this.pub) {
+      this.tx.screen.sender.replaceTrack(null);
+      this.tx.screen.direction = 'inactive';
+      this.negotiatePublish();
+    }
+    this.emit('change');
+  }
+
+  trickle(pc, target, candidate) {
+    if (!candidate || !candidate.candidate) return;
+    if (pc !== this.pub && pc !== this.sub) return;
+    this.send({ type: 'candidate', target, candidate: candidate.toJSON() });
+  }
+
+  // A connection that lost ICE is rebuilt by rejoining with the resume credential.
+  watchIce(pc) {
+    if (pc.connectionState === 'failed' && (pc === this.pub || pc === this.sub) && this.state === 'joined' && this.ws) {
+      console.warn('ICE failed; rejoining');
+      this.ws.close();
+    }
+  }
+
+  // ---- leaving and reconnecting ----------------------------------------------------------
+
+  leave() {
+    this.send({ type: 'leave' });
+    this.forgetResume();
+    const ws = this.ws;
+    // The server closes the socket after `leave`; this only covers a server that does not.
+    if (ws) setTimeout(() => ws.close(), 2000);
+    this.end('left');
+  }
+
+  onSocketClosed() {
+    clearInterval(this.pingTimer);
+    if (['joined', 'joining', 'reconnecting'].includes(this.state)) this.scheduleReconnect();
+  }
+
+  scheduleReconnect() {
+    if (!this.reconnect) {
+      this.reconnect = { started: Date.now(), attempt: 0 };
+      this.onlineRetry = () => {
+        if (this.state === 'reconnecting' && this.reconnect) {
+          clearTimeout(this.reconnect.timer);
+          this.connect();
+        }
+      };
+      window.addEventListener('online', this.onlineRetry, { once: true });
+    }
+    const r = this.reconnect;
+    const left = RECONNECT_BUDGET_MS - (Date.now() - r.started);
+    const delay = Math.min(1000 * 2 ** r.attempt, left);
+    r.attempt += 1;
+    if (delay < 500) {
+      this.reconnect = null;
+      this.end('disconnected');
+      return;
+    }
+    this.setState('reconnecting');
+    r.timer = this.later(() => this.connect(), delay);
+  }
+
+  closePublisher() {
+    if (this.pendingPublish) {
+      this.pendingPublish.reject(new Error('publisher closed'));
+      this.pendingPublish = null;
+    }
+    if (this.pub) this.pub.close();
+    this.pub = null;
+    this.tx = {};
+    this.published = new Set();
+  }
+
+  closeConnections() {
+    this.closePublisher();
+    if (this.sub) this.sub.close();
+    this.sub = null;
+    this.dc = null;
+  }
+
+  teardown() {
+    this.closeConnections();
+    for (const id of this.timers) clearTimeout(id);
+    this.timers.clear();
+    clearInterval(this.pingTimer);
+    this.stopLocal();
+  }
+
+  // Closes everything, the socket too, without telling the server (the page is going away).
+  close() {
+    this.teardown();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close();
+  }
+
+  // Inbound video per remote track, from the subscriber connection's statistics.
+  async inboundStats() {
+    if (!this.sub) return [];
+    const out = [];
+    const report = await this.sub.getStats();
+    for (const s of report.values()) {
+      if (s.type !== 'inbound-rtp') continue;
+      const trackId = s.mid !== undefined ? this.mids[s.mid] : undefined;
+      let owner = null;
+      for (const p of this.participants.values()) if (p.tracks.some((x) => x.id === trackId)) owner = p.identity;
+      out.push({ kind: s.kind, mid: s.mid, trackId, owner, framesDecoded: s.framesDecoded, packetsReceived: s.packetsReceived, packetsLost: s.packetsLost });
+    }
+    return out;
+  }
+}
