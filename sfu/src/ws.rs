@@ -40,6 +40,11 @@ fn parse(text: &str) -> Result<ClientMessage, Box<ServerMessage>> {
     serde_json::from_str(text).map_err(|e| Box::new(ServerMessage::error("bad_message", format!("not a protocol frame: {e}"))))
 }
 
+/// An `error` for a first frame of type `refused`.
+fn refused_join(code: &str, message: String, refused: &str) -> ServerMessage {
+    ServerMessage::Error { code: code.to_owned(), message, refused: Some(refused.to_owned()) }
+}
+
 /// Waits for the first text frame; anything else first is refused.
 async fn first_frame(socket: &mut WebSocket) -> Option<Result<ClientMessage, Box<ServerMessage>>> {
     loop {
@@ -57,7 +62,7 @@ async fn session(state: WhipState, mut socket: WebSocket) {
         None => return,
         Some(Err(refusal)) => Err(*refusal),
         Some(Ok(ClientMessage::Join { protocol, .. })) if protocol != PROTOCOL => {
-            Err(ServerMessage::error("unsupported_protocol", format!("this server speaks protocol {PROTOCOL}")))
+            Err(refused_join("unsupported_protocol", format!("this server speaks protocol {PROTOCOL}"), "join"))
         }
         Some(Ok(ClientMessage::Join { token, resume, auto_subscribe, .. })) => {
             let grant = match token {
@@ -68,10 +73,10 @@ async fn session(state: WhipState, mut socket: WebSocket) {
                 (Ok(grant), resume) => Ok((Some(grant), resume, auto_subscribe)),
                 // The core decides whether the credential is still good.
                 (Err(_), Some(resume)) => Ok((None, Some(resume), auto_subscribe)),
-                (Err(why), None) => Err(ServerMessage::error("unauthorized", why)),
+                (Err(why), None) => Err(refused_join("unauthorized", why, "join")),
             }
         }
-        Some(Ok(_)) => Err(ServerMessage::error("not_joined", "the first frame must be join")),
+        Some(Ok(other)) => Err(refused_join("not_joined", "the first frame must be join".into(), other.type_name())),
     };
     let (grant, resume, auto_subscribe) = match joined {
         Ok(j) => j,

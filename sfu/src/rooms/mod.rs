@@ -342,6 +342,16 @@ impl Sfu {
         self.send(conn, ServerMessage::Error { code: refusal.0.to_owned(), message: refusal.1, refused: Some(refused.to_owned()) });
     }
 
+    /// Sends a message about `identity` to the room, or only to it when it is hidden.
+    fn announce(&mut self, room: &RoomName, identity: &Identity, message: ServerMessage) {
+        let Some(p) = self.participant(room, identity) else { return };
+        match (p.hidden, p.conn) {
+            (false, _) => self.broadcast(room, None, message),
+            (true, Some(conn)) => self.send(conn, message),
+            (true, None) => {}
+        }
+    }
+
     /// Sends `message` to every participant with a WebSocket, except `except`.
     fn broadcast(&mut self, room: &RoomName, except: Option<&Identity>, message: ServerMessage) {
         let Some(r) = self.rooms.get(room) else { return };

@@ -54,7 +54,6 @@ impl Sfu {
         let before = p.permissions;
         p.permissions = permissions;
         let kind = p.kind;
-        let hidden = p.hidden;
         if before.publish && !permissions.publish {
             if kind == ParticipantKind::Whip {
                 // A WHIP session is nothing but publishing.
@@ -95,13 +94,7 @@ impl Sfu {
             self.sync_subscriber(now, room, identity);
         }
         let message = ServerMessage::PermissionsChanged { participant: identity.clone(), permissions };
-        if hidden {
-            if let Some(conn) = self.participant(room, identity).and_then(|p| p.conn) {
-                self.send(conn, message);
-            }
-        } else {
-            self.broadcast(room, None, message);
-        }
+        self.announce(room, identity, message);
         Ok(())
     }
 
@@ -130,7 +123,7 @@ impl Sfu {
         }
         track.muted = muted;
         let (id, kind, mid) = (track.id, track.kind, track.mid);
-        let (pc, hidden) = (p.publisher, p.hidden);
+        let pc = p.publisher;
         self.bind_track_ins(room, identity);
         if !muted
             && kind == MediaKind::Video
@@ -140,13 +133,7 @@ impl Sfu {
             self.queue_keyframe_request(now, pc, mid, KeyframeRequestKind::Pli);
         }
         let message = ServerMessage::TrackMuted { participant: identity.clone(), track: id, muted };
-        if hidden {
-            if let Some(conn) = self.participant(room, identity).and_then(|p| p.conn) {
-                self.send(conn, message);
-            }
-        } else {
-            self.broadcast(room, None, message);
-        }
+        self.announce(room, identity, message);
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! A media server and its WHIP/WHEP routes on loopback ports, and a minimal HTTP/1.1 client.
+//! A media server with its WHIP/WHEP routes and the room WebSocket on loopback ports, and a
+//! minimal HTTP/1.1 client.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,13 +29,30 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        let media = MediaServer::start("127.0.0.1:0".parse().unwrap(), None, SfuConfig::default()).await.expect("start media");
+        TestServer::start_with(SfuConfig::default()).await
+    }
+
+    /// A server with `config` (e.g. a short `reconnect_grace`).
+    pub async fn start_with(config: SfuConfig) -> TestServer {
+        let media = MediaServer::start("127.0.0.1:0".parse().unwrap(), None, config).await.expect("start media");
         let key = TokenKey::from_secret(&[5u8; 32]).unwrap();
-        let app = tongxin_sfu::http::router(WhipState::new(media.clone(), Arc::new(TokenAuth(key.clone()))));
+        let state = WhipState::new(media.clone(), Arc::new(TokenAuth(key.clone())));
+        let app = tongxin_sfu::http::router(state.clone()).merge(tongxin_sfu::ws::router(state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         TestServer { http, media, key }
+    }
+
+    /// The room signalling WebSocket (`sfu/PROTOCOL.md`).
+    #[allow(dead_code)] // only the room tests use it
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/api/v1/rtc", self.http)
+    }
+
+    /// A join token for `grant`, valid for ten minutes.
+    pub fn mint(&self, grant: &JoinGrant) -> String {
+        self.key.mint(grant, SystemTime::now(), Duration::from_secs(600)).unwrap()
     }
 
     pub fn token(&self, room: &str, identity: &str, role: RoomRole, publish: bool, subscribe: bool) -> String {
@@ -48,7 +66,7 @@ impl TestServer {
             can_publish_data: true,
             hidden: false,
         };
-        self.key.mint(&grant, SystemTime::now(), Duration::from_secs(600)).unwrap()
+        self.mint(&grant)
     }
 
     /// Sends one HTTP/1.1 request; returns (status, headers lower-cased, body).

@@ -149,3 +149,22 @@ async fn cors_lets_another_origin_publish_and_read_the_location() {
     let exposed = header(&headers, "access-control-expose-headers").unwrap_or_default().to_ascii_lowercase();
     assert!(exposed.contains("location"), "{exposed}");
 }
+
+#[tokio::test]
+async fn full_rooms_and_a_full_server_refuse_newcomers_clearly() {
+    let server = TestServer::start_with(tongxin_sfu::SfuConfig { max_participants: 1, max_rooms: 1, ..Default::default() }).await;
+    let teacher = server.token("r1", "teacher", RoomRole::Teacher, true, false);
+    assert_eq!(server.post_offer("/whip/r1", &teacher, &publish_offer()).await.0, 201);
+    let assistant = server.token("r1", "assistant", RoomRole::Teacher, true, false);
+    let (status, _, body) = server.post_offer("/whip/r1", &assistant, &publish_offer()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("\"room_full\"") && body.contains("1 participants"), "{body}");
+    // The same identity again replaces rather than counts.
+    assert_eq!(server.post_offer("/whip/r1", &teacher, &publish_offer()).await.0, 201);
+    let other_room = server.token("r2", "teacher", RoomRole::Teacher, true, false);
+    let (status, headers, body) = server.post_offer("/whip/r2", &other_room, &publish_offer()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"too_many_rooms\""), "{body}");
+    assert_eq!(header(&headers, "retry-after"), Some("30"));
+    assert_eq!(server.media.stats().await.participants, 1, "refusals changed nothing");
+}

@@ -5,4 +5,5 @@ mod core;
 mod harness;
 mod http;
 mod peer;
+mod room_client;
 mod serial;

@@ -1,8 +1,10 @@
 //! A WebRTC peer on the `webrtc` crate (independent of the server's str0m): a WHIP publisher
-//! sending H.264 access units and Opus frames, or a WHEP player reassembling what it receives.
+//! sending H.264 access units and Opus frames, a WHEP player reassembling what it receives, or
+//! the answering side of a room's subscriber connection (media by m-line, the data channel).
 //! Bound to 127.0.0.1 only, mDNS off, so no traffic leaves loopback.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{PayloadType, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::watch;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::Track as _;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -57,12 +60,40 @@ fn opus() -> RTCRtpCodec {
 pub struct Received {
     pub access_units: Vec<Bytes>,
     pub opus_frames: Vec<Bytes>,
+    /// Access units and Opus frames by the mid of the m-line they arrived on.
+    pub by_mid: HashMap<String, Vec<Bytes>>,
+    /// Text messages received on data channels.
+    pub data: Vec<String>,
+}
+
+impl Received {
+    fn record(&mut self, kind: RtpCodecKind, mid: Option<&str>, data: Bytes) {
+        if let Some(mid) = mid {
+            self.by_mid.entry(mid.to_owned()).or_default().push(data.clone());
+        }
+        if kind == RtpCodecKind::Video { self.access_units.push(data) } else { self.opus_frames.push(data) }
+    }
 }
 
 struct Handler {
     gathered: watch::Sender<bool>,
     state: watch::Sender<RTCPeerConnectionState>,
     received: Arc<Mutex<Received>>,
+    /// The connection, to find a track's m-line; weak because the connection owns this handler.
+    pc: OnceLock<Weak<dyn PeerConnection>>,
+    data_channel: watch::Sender<Option<Arc<dyn DataChannel>>>,
+}
+
+/// The mid of the m-line whose receiver is `receiver`.
+async fn mid_of(pc: &Weak<dyn PeerConnection>, receiver: rtc::rtp_transceiver::RTCRtpReceiverId) -> Option<String> {
+    let pc = pc.upgrade()?;
+    let id = usize::from(receiver);
+    for t in pc.get_transceivers().await {
+        if t.id() == id {
+            return t.mid().await.ok().flatten();
+        }
+    }
+    None
 }
 
 #[async_trait::async_trait]
@@ -80,25 +111,46 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let kind = track.kind().await;
         let received = self.received.clone();
+        let pc = self.pc.get().cloned();
         // Callbacks run on the connection's driver: read the track on a task of its own.
         tokio::spawn(async move {
             let mut video = SampleBuilder::new(256, H264Packet::default(), 90_000).with_max_time_delay(Duration::from_millis(1000));
             let mut audio = SampleBuilder::new(256, OpusPacket, 48_000);
+            let mut mid = None;
             while let Some(event) = track.poll().await {
                 match event {
+                    TrackRemoteEvent::OnOpen(init) => {
+                        if let Some(pc) = &pc {
+                            mid = mid_of(pc, init.receiver_id).await;
+                        }
+                    }
                     TrackRemoteEvent::OnRtpPacket(packet) if kind == RtpCodecKind::Video => {
                         video.push(Instant::now(), packet);
                         while let Some(s) = video.pop(Instant::now()) {
-                            received.lock().unwrap().access_units.push(s.data);
+                            received.lock().unwrap().record(kind, mid.as_deref(), s.data);
                         }
                     }
                     TrackRemoteEvent::OnRtpPacket(packet) => {
                         audio.push(Instant::now(), packet);
                         while let Some(s) = audio.pop(Instant::now()) {
-                            received.lock().unwrap().opus_frames.push(s.data);
+                            received.lock().unwrap().record(kind, mid.as_deref(), s.data);
                         }
                     }
                     TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        let _ = self.data_channel.send(Some(channel.clone()));
+        let received = self.received.clone();
+        tokio::spawn(async move {
+            while let Some(event) = channel.poll().await {
+                match event {
+                    DataChannelEvent::OnMessage(m) => received.lock().unwrap().data.push(String::from_utf8_lossy(&m.data).into_owned()),
+                    DataChannelEvent::OnClose => break,
                     _ => {}
                 }
             }
@@ -111,6 +163,7 @@ pub struct Peer {
     gathered: watch::Receiver<bool>,
     state: watch::Receiver<RTCPeerConnectionState>,
     pub received: Arc<Mutex<Received>>,
+    data_channel: watch::Receiver<Option<Arc<dyn DataChannel>>>,
     video: Option<(Arc<TrackLocalStaticSample>, Arc<dyn webrtc::rtp_transceiver::RtpSender>)>,
     audio: Option<(Arc<TrackLocalStaticSample>, Arc<dyn webrtc::rtp_transceiver::RtpSender>)>,
 }
@@ -134,17 +187,27 @@ async fn build() -> Peer {
     let (gathered_tx, gathered) = watch::channel(false);
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
     let received = Arc::new(Mutex::new(Received::default()));
+    let (data_channel_tx, data_channel) = watch::channel(None);
+    let handler = Arc::new(Handler {
+        gathered: gathered_tx,
+        state: state_tx,
+        received: received.clone(),
+        pc: OnceLock::new(),
+        data_channel: data_channel_tx,
+    });
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
-        .with_handler(Arc::new(Handler { gathered: gathered_tx, state: state_tx, received: received.clone() }))
+        .with_handler(handler.clone())
         .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
         .build()
         .await
         .expect("build a webrtc peer");
-    Peer { pc: Arc::new(pc), gathered, state, received, video: None, audio: None }
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let _ = handler.pc.set(Arc::downgrade(&pc));
+    Peer { pc, gathered, state, received, data_channel, video: None, audio: None }
 }
 
 fn sample_track(kind: RtpCodecKind, codec: RTCRtpCodec, id: &str) -> Arc<TrackLocalStaticSample> {
@@ -166,11 +229,17 @@ fn sample_track(kind: RtpCodecKind, codec: RTCRtpCodec, id: &str) -> Arc<TrackLo
 impl Peer {
     /// A publisher with one H.264 and one Opus sendonly track.
     pub async fn publisher() -> Peer {
+        Peer::sending(RTCRtpTransceiverDirection::Sendonly).await
+    }
+
+    /// One H.264 and one Opus track, in that m-line order, both offered in `direction`
+    /// (`Sendonly` for a publisher; `Sendrecv` for a player that tries to send).
+    pub async fn sending(direction: RTCRtpTransceiverDirection) -> Peer {
         let mut peer = build().await;
-        let sendonly = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() });
+        let init = || Some(RTCRtpTransceiverInit { direction, ..Default::default() });
         for (kind, codec, id) in [(RtpCodecKind::Video, h264(), "video"), (RtpCodecKind::Audio, opus(), "audio")] {
             let track = sample_track(kind, codec, id);
-            let transceiver = peer.pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, sendonly()).await.unwrap();
+            let transceiver = peer.pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, init()).await.unwrap();
             let sender = transceiver.sender().await.unwrap().expect("sender");
             if kind == RtpCodecKind::Video {
                 peer.video = Some((track, sender));
@@ -190,6 +259,37 @@ impl Peer {
         peer
     }
 
+    /// A peer that only answers (a room's subscriber connection): its m-lines and data channel
+    /// come from the remote offers.
+    pub async fn answerer() -> Peer {
+        build().await
+    }
+
+    /// Applies a remote offer (a first one or a renegotiation) and returns the answer, with the
+    /// candidates gathered.
+    pub async fn answer(&self, offer: &str) -> Result<String, String> {
+        let offer = RTCSessionDescription::offer(offer.to_owned()).map_err(|e| format!("parse offer: {e}"))?;
+        self.pc.set_remote_description(offer).await.map_err(|e| format!("set offer: {e}"))?;
+        let answer = self.pc.create_answer(None).await.map_err(|e| format!("create answer: {e}"))?;
+        self.pc.set_local_description(answer).await.map_err(|e| format!("set answer: {e}"))?;
+        let mut gathered = self.gathered.clone();
+        tokio::time::timeout(Duration::from_secs(30), gathered.wait_for(|g| *g)).await.map_err(|_| "ICE gathering took 30 s")?.unwrap();
+        Ok(self.pc.local_description().await.ok_or("no local description")?.sdp)
+    }
+
+    /// Sends a text message on the data channel the remote side opened, waiting (bounded) for
+    /// it to open.
+    pub async fn send_data(&self, text: &str) {
+        let mut channel = self.data_channel.clone();
+        let channel = tokio::time::timeout(Duration::from_secs(20), channel.wait_for(|c| c.is_some()))
+            .await
+            .expect("no data channel opened within 20 s")
+            .unwrap()
+            .clone()
+            .unwrap();
+        channel.send_text(text).await.expect("send on the data channel");
+    }
+
     /// Creates the offer and waits for ICE gathering (host candidates only: immediate).
     pub async fn offer(&mut self) -> String {
         let offer = self.pc.create_offer(None).await.unwrap();
@@ -203,8 +303,9 @@ impl Peer {
     }
 
     /// Waits until the connection is up, failing with a clear message after a generous limit.
-    pub async fn wait_connected(&mut self) {
-        tokio::time::timeout(Duration::from_secs(30), self.state.wait_for(|s| *s == RTCPeerConnectionState::Connected))
+    pub async fn wait_connected(&self) {
+        let mut state = self.state.clone();
+        tokio::time::timeout(Duration::from_secs(30), state.wait_for(|s| *s == RTCPeerConnectionState::Connected))
             .await
             .expect("peer did not connect within 30 s")
             .unwrap();
@@ -216,10 +317,20 @@ impl Peer {
 
     /// Sends one H.264 access unit (Annex B) lasting `duration`.
     pub async fn send_video(&self, au: Bytes, duration: Duration) {
-        let (track, sender) = self.video.as_ref().expect("a publisher");
-        let ssrc = *track.ssrcs().await.first().unwrap();
-        let pt = Self::pt(sender).await;
-        track.sample_writer(ssrc, pt).write_sample(&Sample { data: au, duration, ..Sample::new(Instant::now()) }).await.unwrap();
+        self.try_send_video(au, duration).await.unwrap();
+    }
+
+    /// Like [`Peer::send_video`], for a peer whose sending the remote side may have refused.
+    pub async fn try_send_video(&self, au: Bytes, duration: Duration) -> Result<(), String> {
+        let (track, sender) = self.video.as_ref().ok_or("no video track")?;
+        let ssrc = *track.ssrcs().await.first().ok_or("no SSRC")?;
+        let params = sender.get_parameters().await.map_err(|e| e.to_string())?;
+        let pt = params.rtp_parameters.codecs.first().ok_or("no negotiated codec")?.payload_type;
+        track
+            .sample_writer(ssrc, pt)
+            .write_sample(&Sample { data: au, duration, ..Sample::new(Instant::now()) })
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Sends one 20 ms Opus frame.

@@ -1,4 +1,5 @@
 mod browser;
 mod lossy;
 mod robustness;
+mod rooms;
 mod whip_whep;

@@ -3,8 +3,9 @@
 //! resumes its place after its page was closed abruptly; an administrator follows the room on
 //! `/admin/rooms`. The steps are in `tests/browser/room.mjs`.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
+
+use super::run_script;
 
 use tongxin_common::{Clock, Identity, JoinGrant, RoomName, RoomRole};
 use tongxin_web::accounts::store::NewUser;
@@ -12,34 +13,6 @@ use tongxin_web::accounts::{AccountRole, Locale, Username};
 use tongxin_web::auth::password;
 use tongxin_web::config::Config;
 use tongxin_web::state::AppState;
-
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser")
-}
-
-/// Runs a browser script; fails with its output.
-async fn run_script(script: &str, env: &[(&str, String)]) {
-    let dir = browser_dir();
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed; run `scripts/install-deps.sh test` (make test does)"
-    );
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(script).current_dir(&dir).env("SCREENSHOT_DIR", &shots).kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    // A generous bound: the script has its own per-step waits; this only stops a hung browser.
-    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within 300 s"))
-        .expect("run node");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{script} failed:\n{text}");
-    eprintln!("{text}screenshots in {}", shots.display());
-}
 
 fn grant(room: &str, identity: &str, name: &str, role: RoomRole) -> JoinGrant {
     JoinGrant {
