@@ -1,7 +1,13 @@
-//! Tongxin's measuring instruments: the seeded UDP impairment relay that emulates weak rural
-//! links (rate caps, loss, delay, jitter, changing over time) without the kernel's netem, and
-//! the 1 → N fan-out measurement with `webrtc`-crate participants.
+//! Tongxin's measuring instruments: the load generator (`run`: simulated participants on the
+//! `webrtc` crate sending pre-encoded H.264 with frame counters, measured per subscriber, per
+//! server and per generator, reported as JSON and HTML) and the seeded UDP impairment relay that
+//! emulates weak rural links (rate caps, loss, delay, jitter, changing over time) without netem.
 #![forbid(unsafe_code)]
 
-pub mod fanout;
+pub mod media;
+pub mod participant;
+pub mod probe;
 pub mod relay;
+pub mod report;
+pub mod run;
+pub mod scenario;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tongxin_loadtests::relay::{Impairment, Relay, RelayConfig, Schedule};
+use tongxin_loadtests::run::Target;
+use tongxin_loadtests::scenario::Scenario;
 
 /// Measuring instruments for Tongxin.
 #[derive(Debug, Parser)]
@@ -21,13 +23,142 @@ struct Cli {
 enum Command {
     /// Relay UDP between clients and a server through an emulated weak link.
     Relay(RelayArgs),
-    /// Measure 1 publisher → N subscribers against a running server (see --help of fanout).
-    Fanout {
-        /// --http URL --server-pid PID --publisher-token T --subscriber-token T --room R
-        /// [--subscribers 20] [--seconds 30] [--stagger-ms 200] [--settle 2] [--ignore-pli]
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Run a load scenario against a running server; writes report.json and report.html.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The server's HTTP address (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    http: String,
+    /// The server's process id, for its CPU and memory (e.g. `$(pgrep -f 'tongxin serve')`).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// The server's join-token key file (`<data_dir>/join-token.key`); or set TONGXIN_AUTH_TOKEN_SECRET.
+    #[arg(long, default_value = "data/join-token.key")]
+    token_key_file: std::path::PathBuf,
+    /// A TOML scenario; the flags below override its fields.
+    #[arg(long)]
+    scenario: Option<std::path::PathBuf>,
+    /// Scenario name in the report.
+    #[arg(long)]
+    name: Option<String>,
+    /// Rooms.
+    #[arg(long)]
+    rooms: Option<u32>,
+    /// WHIP publishers per room.
+    #[arg(long)]
+    publishers: Option<u32>,
+    /// Subscribers per room at each step, e.g. 10,25,50,100.
+    #[arg(long, value_delimiter = ',')]
+    subscribers: Option<Vec<u32>>,
+    /// Video bitrate, kbit/s.
+    #[arg(long)]
+    video_kbps: Option<u32>,
+    /// Video size, e.g. 1280x720.
+    #[arg(long)]
+    size: Option<String>,
+    /// Measuring window per step, seconds.
+    #[arg(long)]
+    seconds: Option<u32>,
+    /// Quiet seconds between the joins and the window.
+    #[arg(long)]
+    settle: Option<u32>,
+    /// Joins per second.
+    #[arg(long)]
+    join_rate: Option<f64>,
+    /// Every subscriber's link: random loss 0-1 (through the seeded relay).
+    #[arg(long)]
+    loss: Option<f64>,
+    /// Every subscriber's link: one-way delay, ms.
+    #[arg(long)]
+    delay_ms: Option<u32>,
+    /// Every subscriber's link: jitter, ms.
+    #[arg(long)]
+    jitter_ms: Option<u32>,
+    /// Every subscriber's link: rate cap towards it, kbit/s.
+    #[arg(long)]
+    cap_kbps: Option<u32>,
+    /// Seed of the link's random decisions.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where report.json and report.html go.
+    #[arg(long, default_value = "load-report")]
+    out: std::path::PathBuf,
+    /// Where encoded media is cached (default ~/.cache/tongxin-load).
+    #[arg(long)]
+    cache_dir: Option<std::path::PathBuf>,
+}
+
+impl RunArgs {
+    /// The scenario from the file (if any) with the flags applied, checked.
+    fn scenario(&self) -> anyhow::Result<Scenario> {
+        let mut s = match &self.scenario {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                Scenario::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => Scenario::default(),
+        };
+        if let Some(v) = &self.name {
+            s.name.clone_from(v);
+        }
+        s.rooms = self.rooms.unwrap_or(s.rooms);
+        s.publishers_per_room = self.publishers.unwrap_or(s.publishers_per_room);
+        if let Some(v) = &self.subscribers {
+            s.subscribers.clone_from(v);
+        }
+        s.video_kbps = self.video_kbps.unwrap_or(s.video_kbps);
+        if let Some(size) = &self.size {
+            let (w, h) = size.split_once('x').context("--size: expected WIDTHxHEIGHT, e.g. 1280x720")?;
+            s.width = w.parse().context("--size width")?;
+            s.height = h.parse().context("--size height")?;
+        }
+        s.seconds = self.seconds.unwrap_or(s.seconds);
+        s.settle_seconds = self.settle.unwrap_or(s.settle_seconds);
+        s.join_rate = self.join_rate.unwrap_or(s.join_rate);
+        if self.loss.is_some() || self.delay_ms.is_some() || self.jitter_ms.is_some() || self.cap_kbps.is_some() || self.seed.is_some() {
+            let mut link = s.link.unwrap_or_default();
+            link.loss = self.loss.unwrap_or(link.loss);
+            link.delay_ms = self.delay_ms.unwrap_or(link.delay_ms);
+            link.jitter_ms = self.jitter_ms.unwrap_or(link.jitter_ms);
+            link.cap_kbps = self.cap_kbps.or(link.cap_kbps);
+            link.seed = self.seed.unwrap_or(link.seed);
+            s.link = Some(link);
+        }
+        s.validate().map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
+        Ok(s)
+    }
+
+    fn target(&self) -> anyhow::Result<Target> {
+        let hostport = self.http.strip_prefix("http://").unwrap_or(&self.http).trim_end_matches('/');
+        let http: SocketAddr = hostport.parse().with_context(|| format!("--http {}: expected http://127.0.0.1:PORT", self.http))?;
+        anyhow::ensure!(http.ip().is_loopback(), "--http must be a loopback address (load stays on this machine)");
+        let secret = match std::env::var("TONGXIN_AUTH_TOKEN_SECRET") {
+            Ok(s) => s,
+            Err(_) => std::fs::read_to_string(&self.token_key_file)
+                .with_context(|| format!("cannot read the server's token key {}", self.token_key_file.display()))?,
+        };
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, secret.trim()).context("the token key is not base64")?;
+        let token_key = tongxin_common::TokenKey::from_secret(&bytes).context("the token key")?;
+        let cache_dir = match &self.cache_dir {
+            Some(d) => d.clone(),
+            None => tongxin_loadtests::media::default_cache_dir().context("no cache directory: pass --cache-dir")?,
+        };
+        Ok(Target { http, server_pid: self.server_pid, token_key, cache_dir, progress: true })
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let scenario = args.scenario()?;
+    let target = args.target()?;
+    let outcome = tongxin_loadtests::run::run(&scenario, &target).await.map_err(|e| anyhow::anyhow!("the run failed: {e}"))?;
+    let (json, html) = outcome.report.write(&args.out).context("cannot write the report")?;
+    print!("{}", outcome.report.summary_table());
+    println!("report: {} and {}", json.display(), html.display());
+    Ok(if outcome.report.verdict.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,7 +255,7 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::WARN).try_init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -134,7 +265,10 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Relay(args) => rt.block_on(relay(args)),
-        Command::Fanout { args } => return rt.block_on(tongxin_loadtests::fanout::main(args)),
+        Command::Run(args) => match rt.block_on(run(args)) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -112,6 +112,8 @@ fn schedules_are_checked() {
 }
 
 /// Timing-sensitive: run one at a time with the media tests, not beside the parallel ones.
+mod run;
+
 mod serial {
     use super::*;
 
