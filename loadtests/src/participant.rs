@@ -365,7 +365,8 @@ async fn build(forward_keyframe_requests: bool) -> Res<Peer> {
     Ok(Peer { pc: Arc::new(pc), gathered, state, rx, video: None, audio: None })
 }
 
-fn sample_track(kind: RtpCodecKind, codec: RTCRtpCodec, id: &str) -> Res<Arc<TrackLocalStaticSample>> {
+/// A local track with a random SSRC, written sample by sample.
+pub fn sample_track(kind: RtpCodecKind, codec: RTCRtpCodec, id: &str) -> Res<Arc<TrackLocalStaticSample>> {
     let ssrc: u32 = rand::random::<u32>() | 1;
     let track = MediaStreamTrack::new(
         "tongxin-load".to_owned(),

@@ -12,16 +12,14 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::media::Sample;
 use rtc::media::io::sample_builder::SampleBuilder;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::opus::OpusPacket;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{PayloadType, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::watch;
+use tongxin_loadtests::participant::{h264, opus, sample_track};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::Track as _;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -31,29 +29,6 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
-
-fn h264() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".to_owned(),
-        rtcp_feedback: vec![
-            RTCPFeedback { typ: "nack".into(), parameter: String::new() },
-            RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },
-        ],
-    }
-}
-
-fn opus() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
 
 /// What a player reassembled, in arrival order.
 #[derive(Default)]
@@ -210,22 +185,6 @@ async fn build() -> Peer {
     Peer { pc, gathered, state, received, data_channel, video: None, audio: None }
 }
 
-fn sample_track(kind: RtpCodecKind, codec: RTCRtpCodec, id: &str) -> Arc<TrackLocalStaticSample> {
-    let ssrc: u32 = rand::random::<u32>() | 1;
-    let track = MediaStreamTrack::new(
-        "tongxin-test".to_owned(),
-        id.to_owned(),
-        id.to_owned(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec,
-            ..Default::default()
-        }],
-    );
-    Arc::new(TrackLocalStaticSample::new(Instant::now(), track).expect("sample track"))
-}
-
 impl Peer {
     /// A publisher with one H.264 and one Opus sendonly track.
     pub async fn publisher() -> Peer {
@@ -238,7 +197,7 @@ impl Peer {
         let mut peer = build().await;
         let init = || Some(RTCRtpTransceiverInit { direction, ..Default::default() });
         for (kind, codec, id) in [(RtpCodecKind::Video, h264(), "video"), (RtpCodecKind::Audio, opus(), "audio")] {
-            let track = sample_track(kind, codec, id);
+            let track = sample_track(kind, codec, id).expect("sample track");
             let transceiver = peer.pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, init()).await.unwrap();
             let sender = transceiver.sender().await.unwrap().expect("sender");
             if kind == RtpCodecKind::Video {
