@@ -168,3 +168,42 @@ async fn full_rooms_and_a_full_server_refuse_newcomers_clearly() {
     assert_eq!(header(&headers, "retry-after"), Some("30"));
     assert_eq!(server.media.stats().await.participants, 1, "refusals changed nothing");
 }
+
+#[tokio::test]
+async fn services_see_room_events_and_drive_rooms_through_room_control() {
+    use tongxin_common::rooms::{LeaveReason, RoomControl, RoomError, RoomEvent};
+    use tongxin_common::{Identity, RoomName};
+
+    let server = TestServer::start().await;
+    let control: &dyn RoomControl = &server.media;
+    let mut events = control.events();
+    let room = RoomName::parse("r1").unwrap();
+    control.create_room(&room).await.unwrap();
+    assert!(control.rooms().await[0].managed, "a created room is managed");
+
+    let teacher = server.token("r1", "teacher", RoomRole::Teacher, true, false);
+    let (status, headers, _) = server.post_offer("/whip/r1", &teacher, &publish_offer()).await;
+    assert_eq!(status, 201);
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        joined,
+        RoomEvent::ParticipantJoined { room: room.clone(), identity: Identity::parse("teacher").unwrap(), role: RoomRole::Teacher }
+    );
+
+    let who = Identity::parse("teacher").unwrap();
+    assert_eq!(control.remove_participant(&room, &Identity::parse("nobody").unwrap()).await, Err(RoomError::NoSuchParticipant));
+    control.mute_track(&room, &who, tongxin_common::rooms::TrackSource::Camera, true).await.unwrap();
+    assert!(control.rooms().await[0].participants[0].tracks.iter().any(|t| t.muted), "the mute shows in the room view");
+    assert!(matches!(control.send_data(&room, serde_json::json!("not an object")).await, Err(RoomError::BadData(_))));
+
+    let auth = format!("Bearer {teacher}");
+    assert_eq!(server.request("DELETE", header(&headers, "location").unwrap(), &[("Authorization", &auth)], "").await.0, 200);
+    let left = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert_eq!(left, RoomEvent::ParticipantLeft { room: room.clone(), identity: who, reason: LeaveReason::Left });
+
+    control.close_room(&room).await.unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert_eq!(closed, RoomEvent::RoomClosed { room: room.clone() });
+    assert_eq!(control.close_room(&room).await, Err(RoomError::NoSuchRoom));
+    assert!(control.rooms().await.is_empty());
+}
