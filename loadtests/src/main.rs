@@ -59,6 +59,10 @@ struct RunArgs {
     /// Video size, e.g. 1280x720.
     #[arg(long)]
     size: Option<String>,
+    /// Publishers send three simulcast layers by rid (q 320x180, h 640x360, f 1280x720);
+    /// --video-kbps and --size are then ignored.
+    #[arg(long)]
+    simulcast: bool,
     /// Measuring window per step, seconds.
     #[arg(long)]
     seconds: Option<u32>,
@@ -115,6 +119,7 @@ impl RunArgs {
             s.width = w.parse().context("--size width")?;
             s.height = h.parse().context("--size height")?;
         }
+        s.simulcast |= self.simulcast;
         s.seconds = self.seconds.unwrap_or(s.seconds);
         s.settle_seconds = self.settle.unwrap_or(s.settle_seconds);
         s.join_rate = self.join_rate.unwrap_or(s.join_rate);

@@ -3,6 +3,11 @@
 //! reassembles what arrives and reads each access unit's frame counter (an SEI NAL, see
 //! [`crate::media::read_counter`]), so loss and latency are measured per frame even though the
 //! SFU rewrites RTP headers. Everything binds to 127.0.0.1.
+//!
+//! A simulcast publisher ([`Peer::simulcast_publisher`]) sends its video as several encodings of
+//! one m-line, told apart by rid (`a=simulcast:send q;h;f`, one `a=rid:<rid> send` and one SSRC
+//! per layer); each packet carries the SDES MID and RID header extensions, as a browser's do, so
+//! the server can map the layers' SSRCs without `a=ssrc` lines.
 
 use std::collections::VecDeque;
 use std::error::Error;
@@ -17,18 +22,20 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedP
 use rtc::media::Sample;
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{configure_simulcast_extension_headers, register_default_interceptors};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::opus::OpusPacket;
+use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{PayloadType, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
-use rtc::shared::marshal::MarshalSize as _;
+use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::watch;
 use webrtc::media_stream::Track as _;
@@ -39,6 +46,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
+use webrtc::rtp_transceiver::RtpTransceiver;
 
 /// Errors of the participants: anything, with a message.
 pub type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -337,12 +345,25 @@ pub struct Peer {
     pub rx: Arc<Mutex<Rx>>,
     video: Option<(Arc<TrackLocalStaticSample>, Sender)>,
     audio: Option<(Arc<TrackLocalStaticSample>, Sender)>,
+    /// A simulcast publisher's layers.
+    simulcast: Option<SimulcastLayers>,
 }
 
-async fn build(forward_keyframe_requests: bool) -> Res<Peer> {
+/// The encodings of a simulcast video track.
+struct SimulcastLayers {
+    layers: LayerSsrcs,
+    /// The video transceiver, for its negotiated mid.
+    transceiver: Arc<dyn RtpTransceiver>,
+}
+
+async fn build(forward_keyframe_requests: bool, simulcast: bool) -> Res<Peer> {
     let mut engine = MediaEngine::default();
     engine.register_codec(RTCRtpCodecParameters { rtp_codec: h264(), payload_type: 102 }, RtpCodecKind::Video)?;
     engine.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111 }, RtpCodecKind::Audio)?;
+    if simulcast {
+        // SDES MID, RID and repaired RID on video: how a receiver maps each layer's SSRC.
+        configure_simulcast_extension_headers(&mut engine)?;
+    }
     let mut registry = register_default_interceptors(Registry::new(), &mut engine)?;
     if forward_keyframe_requests {
         // Application-most, so every other interceptor has seen the inbound RTCP first.
@@ -362,7 +383,7 @@ async fn build(forward_keyframe_requests: bool) -> Res<Peer> {
         .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
         .build()
         .await?;
-    Ok(Peer { pc: Arc::new(pc), gathered, state, rx, video: None, audio: None })
+    Ok(Peer { pc: Arc::new(pc), gathered, state, rx, video: None, audio: None, simulcast: None })
 }
 
 /// A local track with a random SSRC, written sample by sample.
@@ -382,11 +403,50 @@ pub fn sample_track(kind: RtpCodecKind, codec: RTCRtpCodec, id: &str) -> Res<Arc
     Ok(Arc::new(TrackLocalStaticSample::new(Instant::now(), track)?))
 }
 
+/// Each simulcast layer's (rid, SSRC), in the offer's order.
+type LayerSsrcs = Vec<(String, u32)>;
+
+/// A simulcast video track: one encoding per rid, each with a random SSRC of its own.
+fn simulcast_track(codec: RTCRtpCodec, id: &str, rids: &[&str]) -> Res<(Arc<TrackLocalStaticSample>, LayerSsrcs)> {
+    let layers: LayerSsrcs = rids.iter().map(|rid| ((*rid).to_owned(), rand::random::<u32>() | 1)).collect();
+    let encodings = layers
+        .iter()
+        .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { rid: rid.clone(), ssrc: Some(*ssrc), ..Default::default() },
+            codec: codec.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let track = MediaStreamTrack::new("tongxin-load".to_owned(), id.to_owned(), id.to_owned(), RtpCodecKind::Video, encodings);
+    Ok((Arc::new(TrackLocalStaticSample::new(Instant::now(), track)?), layers))
+}
+
+/// An SDES header extension's value (MID or RID): its text, as it is.
+struct SdesItem(String);
+
+impl MarshalSize for SdesItem {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Marshal for SdesItem {
+    fn marshal_to(&self, buf: &mut [u8]) -> Result<usize, rtc::shared::error::Error> {
+        let out = buf.get_mut(..self.0.len()).ok_or(rtc::shared::error::Error::ErrBufferTooSmall)?;
+        out.copy_from_slice(self.0.as_bytes());
+        Ok(self.0.len())
+    }
+}
+
+fn sdes(uri: &'static str, value: &str) -> HeaderExtension {
+    HeaderExtension::Custom { uri: uri.into(), extension: Box::new(SdesItem(value.to_owned())) }
+}
+
 impl Peer {
     /// A WHIP publisher: send-only H.264 and Opus; inbound keyframe requests reach
     /// [`Peer::keyframe_requests`].
     pub async fn publisher() -> Res<Peer> {
-        let mut peer = build(true).await?;
+        let mut peer = build(true, false).await?;
         let sendonly = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() });
         for (kind, codec, id) in [(RtpCodecKind::Video, h264(), "video"), (RtpCodecKind::Audio, opus(), "audio")] {
             let track = sample_track(kind, codec, id)?;
@@ -401,9 +461,30 @@ impl Peer {
         Ok(peer)
     }
 
+    /// A WHIP publisher whose video is simulcast: one send-only m-line with an encoding (and
+    /// SSRC) per rid in `rids`, announced as `a=rid:<rid> send` and `a=simulcast:send <rids>`;
+    /// plus Opus. Write each layer with [`Peer::write_video_layer`]; inbound keyframe requests
+    /// for any layer reach [`Peer::keyframe_requests`].
+    pub async fn simulcast_publisher(rids: &[&str]) -> Res<Peer> {
+        if rids.len() < 2 {
+            return Err("simulcast needs at least two rids".into());
+        }
+        let mut peer = build(true, true).await?;
+        let sendonly = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() });
+        let (video, layers) = simulcast_track(h264(), "video", rids)?;
+        let transceiver = peer.pc.add_transceiver_from_track(video.clone() as Arc<dyn TrackLocal>, sendonly()).await?;
+        let sender = transceiver.sender().await?.ok_or("no sender")?;
+        peer.video = Some((video, sender));
+        peer.simulcast = Some(SimulcastLayers { layers, transceiver });
+        let audio = sample_track(RtpCodecKind::Audio, opus(), "audio")?;
+        let transceiver = peer.pc.add_transceiver_from_track(audio.clone() as Arc<dyn TrackLocal>, sendonly()).await?;
+        peer.audio = Some((audio, transceiver.sender().await?.ok_or("no sender")?));
+        Ok(peer)
+    }
+
     /// A WHEP player: receive-only video and audio.
     pub async fn player() -> Res<Peer> {
-        let peer = build(false).await?;
+        let peer = build(false, false).await?;
         let recvonly = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() });
         peer.pc.add_transceiver_from_kind(RtpCodecKind::Video, recvonly()).await?;
         peer.pc.add_transceiver_from_kind(RtpCodecKind::Audio, recvonly()).await?;
@@ -439,7 +520,27 @@ impl Peer {
 
     /// Writes one access unit lasting `duration` (a publisher).
     pub async fn write_video(&self, au: Bytes, duration: Duration) -> Res<()> {
+        if self.simulcast.is_some() {
+            return Err("a simulcast publisher writes each layer with write_video_layer".into());
+        }
         write(self.video.as_ref().ok_or("not a publisher")?, au, duration).await
+    }
+
+    /// Writes one access unit of simulcast layer `rid` lasting `duration` (a simulcast
+    /// publisher). Its packets carry the MID and RID header extensions.
+    pub async fn write_video_layer(&self, rid: &str, au: Bytes, duration: Duration) -> Res<()> {
+        let layers = self.simulcast.as_ref().ok_or("not a simulcast publisher")?;
+        let ssrc = layers.layers.iter().find(|(r, _)| r == rid).map(|(_, ssrc)| *ssrc).ok_or_else(|| format!("no layer {rid:?}"))?;
+        let mid = layers.transceiver.mid().await?.ok_or("video not negotiated yet")?;
+        let (track, sender) = self.video.as_ref().ok_or("not a publisher")?;
+        let pt = payload_type(sender).await?;
+        track
+            .sample_writer(ssrc, pt)
+            .with_extension(sdes(SDES_MID_URI, &mid))
+            .with_extension(sdes(SDES_RTP_STREAM_ID_URI, rid))
+            .write_sample(&Sample { data: au, duration, ..Sample::new(Instant::now()) })
+            .await?;
+        Ok(())
     }
 
     /// Writes one Opus frame (a publisher).
@@ -472,9 +573,14 @@ impl Peer {
 async fn write(track: &(Arc<TrackLocalStaticSample>, Sender), data: Bytes, duration: Duration) -> Res<()> {
     let (track, sender) = track;
     let ssrc = *track.ssrcs().await.first().ok_or("no ssrc")?;
-    let pt: PayloadType = sender.get_parameters().await?.rtp_parameters.codecs.first().ok_or("no negotiated codec")?.payload_type;
+    let pt = payload_type(sender).await?;
     track.sample_writer(ssrc, pt).write_sample(&Sample { data, duration, ..Sample::new(Instant::now()) }).await?;
     Ok(())
+}
+
+/// The payload type a sender negotiated.
+async fn payload_type(sender: &Sender) -> Res<PayloadType> {
+    Ok(sender.get_parameters().await?.rtp_parameters.codecs.first().ok_or("no negotiated codec")?.payload_type)
 }
 
 /// An answer with the server's media candidate replaced by `via` (a relay in front of it).

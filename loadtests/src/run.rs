@@ -1,12 +1,14 @@
 //! `tongxin-load run`: a scenario against a running server, measured step by step.
 //!
 //! Each room gets its WHIP publishers (pre-encoded H.264 with a frame counter in every access
-//! unit, and Opus); subscribers join over WHEP at the join rate, optionally each behind the
-//! seeded relay. Every step adds subscribers up to its count, waits for them to settle, and
-//! measures a window: per subscriber (join time, bitrate, frame and packet loss, jitter, freezes,
-//! latency), for the server (`/proc/<pid>` CPU and RSS, forwarded packets and bytes counted at the
-//! subscribers) and for the generator itself (its own CPU: above 85 % of a core the step is
-//! generator-bound, and the report says so instead of blaming the server).
+//! unit, and Opus; with `simulcast`, three layers by rid carrying the same counter in each frame
+//! slot, so a subscriber measures whichever layer reaches it); subscribers join over WHEP at the
+//! join rate, optionally each behind the seeded relay. Every step adds subscribers up to its
+//! count, waits for them to settle, and measures a window: per subscriber (join time, bitrate,
+//! frame and packet loss, jitter, freezes, latency), for the server (`/proc/<pid>` CPU and RSS,
+//! forwarded packets and bytes counted at the subscribers) and for the generator itself (its own
+//! CPU: above 85 % of a core the step is generator-bound, and the report says so instead of
+//! blaming the server).
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
@@ -67,6 +69,12 @@ pub struct Outcome {
     pub counted: Vec<Vec<Counted>>,
 }
 
+/// One clip a publisher loops over, and the rid of its simulcast layer (`None`: no simulcast).
+struct Layer {
+    rid: Option<&'static str>,
+    clip: EncodedVideo,
+}
+
 struct Publisher {
     peer: Arc<Peer>,
     /// Send time of each counter value.
@@ -99,9 +107,10 @@ fn mint(key: &TokenKey, room: &RoomName, identity: &str, publish: bool) -> Res<S
     Ok(key.mint(&grant, SystemTime::now(), Duration::from_secs(6 * 3600))?)
 }
 
-async fn start_publisher(target: &Target, room: &RoomName, n: u32) -> Res<Publisher> {
+async fn start_publisher(target: &Target, room: &RoomName, n: u32, video: &[Layer]) -> Res<Publisher> {
     let token = mint(&target.token_key, room, &format!("publisher-{n}"), true)?;
-    let mut peer = Peer::publisher().await?;
+    let rids: Vec<&str> = video.iter().filter_map(|l| l.rid).collect();
+    let mut peer = if rids.is_empty() { Peer::publisher().await? } else { Peer::simulcast_publisher(&rids).await? };
     let offer = peer.offer().await?;
     let (location, answer) = participant::post_offer(target.http, &format!("/whip/{room}"), &token, &offer).await?;
     peer.accept_answer(&answer).await?;
@@ -109,24 +118,32 @@ async fn start_publisher(target: &Target, room: &RoomName, n: u32) -> Res<Publis
     Ok(Publisher { peer: Arc::new(peer), sent: Arc::default(), location, token })
 }
 
-/// Sends the clip in a loop with counters; a keyframe request makes the next frame the clip's IDR.
-fn spawn_senders(p: &Publisher, video: Arc<EncodedVideo>, audio: Arc<Vec<Bytes>>, stop: Arc<AtomicBool>) {
+/// Sends the clip (every layer's, in step) in a loop with counters, the same counter in every
+/// layer's access unit of a frame slot; a keyframe request makes the next frame slot the clips'
+/// IDR, in every layer.
+fn spawn_senders(p: &Publisher, video: Arc<Vec<Layer>>, audio: Arc<Vec<Bytes>>, stop: Arc<AtomicBool>) {
     let want_keyframe = Arc::new(AtomicBool::new(false));
     let (peer, sent, flag) = (p.peer.clone(), p.sent.clone(), want_keyframe.clone());
     let stop_video = stop.clone();
     tokio::spawn(async move {
-        let frame = video.spec.frame_duration();
+        let Some(frame) = video.first().map(|l| l.clip.spec.frame_duration()) else { return };
         let start = tokio::time::Instant::now();
         let (mut counter, mut position) = (0u64, 0u64);
         while !stop_video.load(Ordering::Relaxed) {
             if flag.swap(false, Ordering::Relaxed) {
                 position = 0;
             }
-            let Some(f) = video.frame(position) else { return };
-            let au = media::with_counter(&f.data, counter);
             sent.lock().unwrap_or_else(|e| e.into_inner()).push(Instant::now());
-            if peer.write_video(au, frame).await.is_err() {
-                return;
+            for layer in video.iter() {
+                let Some(f) = layer.clip.frame(position) else { return };
+                let au = media::with_counter(&f.data, counter);
+                let written = match layer.rid {
+                    Some(rid) => peer.write_video_layer(rid, au, frame).await,
+                    None => peer.write_video(au, frame).await,
+                };
+                if written.is_err() {
+                    return;
+                }
             }
             counter += 1;
             position += 1;
@@ -285,15 +302,25 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
     let started_at = SystemTime::now();
     let show = target.progress && std::io::stderr().is_terminal();
     progress(show, "encoding media (cached after the first run)…");
-    let spec = VideoSpec {
-        width: scenario.width,
-        height: scenario.height,
-        fps: 30,
-        bitrate_bps: scenario.video_kbps * 1000,
-        seconds: CLIP_SECONDS,
-        keyframe_interval_frames: GOP_FRAMES,
+    let video: Vec<Layer> = if scenario.simulcast {
+        VideoSpec::simulcast_ladder(CLIP_SECONDS, GOP_FRAMES)
+            .iter()
+            .map(|l| Ok(Layer { rid: Some(l.rid), clip: media::cached_video(&target.cache_dir, &l.spec)? }))
+            .collect::<Result<_, media::MediaError>>()?
+    } else {
+        let spec = VideoSpec {
+            width: scenario.width,
+            height: scenario.height,
+            fps: 30,
+            bitrate_bps: scenario.video_kbps * 1000,
+            seconds: CLIP_SECONDS,
+            keyframe_interval_frames: GOP_FRAMES,
+        };
+        vec![Layer { rid: None, clip: media::cached_video(&target.cache_dir, &spec)? }]
     };
-    let video = Arc::new(media::cached_video(&target.cache_dir, &spec)?);
+    // What each publisher aims to send, all layers together.
+    let video_kbps = video.iter().map(|l| l.clip.spec.bitrate_bps / 1000).sum();
+    let video = Arc::new(video);
     let audio = Arc::new(media::cached_tone(&target.cache_dir, CLIP_SECONDS, 32_000)?);
     let relay = match &scenario.link {
         Some(link) => {
@@ -310,7 +337,7 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
         progress(show, &format!("starting publishers in {room}"));
         let mut list = Vec::new();
         for n in 0..scenario.publishers_per_room {
-            let p = start_publisher(target, room, n).await.map_err(|e| format!("publisher {n} of room {r}: {e}"))?;
+            let p = start_publisher(target, room, n, &video).await.map_err(|e| format!("publisher {n} of room {r}: {e}"))?;
             spawn_senders(&p, video.clone(), audio.clone(), stop.clone());
             list.push(p);
         }
@@ -440,8 +467,8 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
             rooms: scenario.rooms,
             publishers_per_room: scenario.publishers_per_room,
             subscribers_per_room: scenario.subscribers.clone(),
-            video_bitrate_kbps: scenario.video_kbps,
-            simulcast: false,
+            video_bitrate_kbps: video_kbps,
+            simulcast: scenario.simulcast,
             seconds_per_step: scenario.seconds,
             join_rate_per_s: scenario.join_rate,
             impairment: scenario.link.map(|l| ImpairmentSummary {

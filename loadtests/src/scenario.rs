@@ -17,12 +17,17 @@ pub struct Scenario {
     pub publishers_per_room: u32,
     /// WHEP subscribers per room at each step, rising (a ramp); each step is measured apart.
     pub subscribers: Vec<u32>,
-    /// The publishers' video bitrate, kbit/s.
+    /// The publishers' video bitrate, kbit/s (ignored with `simulcast`).
     pub video_kbps: u32,
-    /// The publishers' video size.
+    /// The publishers' video size (ignored with `simulcast`).
     pub width: u32,
-    /// The publishers' video size.
+    /// The publishers' video size (ignored with `simulcast`).
     pub height: u32,
+    /// Every publisher sends simulcast: the three layers of
+    /// [`VideoSpec::simulcast_ladder`](crate::media::VideoSpec::simulcast_ladder) (`q` 320×180
+    /// 90 kbit/s, `h` 640×360 350 kbit/s, `f` 1280×720 1.2 Mbit/s) by rid on one m-line, instead
+    /// of one stream of `video_kbps` at `width`×`height`.
+    pub simulcast: bool,
     /// The measuring window of each step, seconds.
     pub seconds: u32,
     /// Quiet time between the last join of a step and its window, seconds.
@@ -89,6 +94,7 @@ impl Default for Scenario {
             video_kbps: 1000,
             width: 1280,
             height: 720,
+            simulcast: false,
             seconds: 20,
             settle_seconds: 3,
             join_rate: 10.0,
@@ -161,6 +167,8 @@ mod tests {
     fn toml_scenarios_parse_and_bad_ones_name_the_field() {
         let s = Scenario::from_toml("name = \"ramp\"\nsubscribers = [10, 25, 50]\n[link]\nloss = 0.1\ncap_kbps = 300\n").unwrap();
         assert_eq!(s.subscribers, [10, 25, 50]);
+        assert!(!s.simulcast);
+        assert!(Scenario::from_toml("simulcast = true").unwrap().simulcast);
         let (down, up) = s.link.unwrap().impairments();
         assert_eq!((down.rate_bps, down.loss, up.rate_bps, up.loss), (Some(300_000), 0.1, None, 0.1));
         for (text, field) in [

@@ -1,8 +1,9 @@
 //! `tongxin-load run` against the real server in process: a smoke scenario whose report agrees
-//! with the generator's own counts, and negative controls that prove the instrument sees faults
-//! (loss through the relay, a rate cap).
+//! with the generator's own counts, negative controls that prove the instrument sees faults
+//! (loss through the relay, a rate cap), and a simulcast publisher.
 
 use tongxin_common::Clock;
+use tongxin_loadtests::media::VideoSpec;
 use tongxin_loadtests::run::{Outcome, Target, run};
 use tongxin_loadtests::scenario::{LinkSpec, Scenario};
 use tongxin_web::config::Config;
@@ -100,6 +101,31 @@ mod serial {
             assert!(s.received_kbps > 100.0, "something got through: {s:?}");
             assert!(s.received_kbps <= 303.0, "under the 300 kbit/s cap: {s:?}");
             assert!(s.frame_loss > 0.2, "an 800 kbit/s stream cannot fit: {s:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_simulcast_publisher_reaches_players_on_one_layer_with_every_frame() {
+        let outcome = run_against_server(Scenario { simulcast: true, ..small("simulcast", 2, 8) }).await;
+        let report = &outcome.report;
+        assert!(report.verdict.ok, "{:?}", report.verdict);
+        let ladder = VideoSpec::simulcast_ladder(10, 60);
+        let all_layers_kbps: u32 = ladder.iter().map(|l| l.spec.bitrate_bps / 1000).sum();
+        assert!(report.scenario.simulcast);
+        assert_eq!(report.scenario.video_bitrate_kbps, all_layers_kbps, "the publisher's target is the whole ladder");
+        let step = &report.steps[0];
+        assert_eq!(step.subscribers_detail.len(), 2);
+        for (s, counted) in step.subscribers_detail.iter().zip(&outcome.counted[0]) {
+            assert!(s.error.is_none(), "{s:?}");
+            assert!(s.frames_expected >= 200, "8 s at 30 fps from the first keyframe on: {s:?}");
+            assert!(s.frames_received * 100 >= s.frames_expected * 99, "at least 99 % of frames arrive: {s:?}");
+            assert_eq!(s.freezes, 0, "no freezes: {s:?}");
+            assert_eq!(s.frames_received, counted.frames_in_window, "the report counts what the generator counted");
+            // The SFU does not select layers yet: a player locks onto the first layer whose
+            // keyframe reaches it and gets that one only, never the three together.
+            let lowest_kbps = ladder[0].spec.bitrate_bps / 1000;
+            assert!(s.received_kbps > f64::from(lowest_kbps) * 0.8, "at least the lowest layer: {s:?}");
+            assert!(s.received_kbps < f64::from(all_layers_kbps), "one layer, not all {all_layers_kbps} kbit/s of them: {s:?}");
         }
     }
 }
