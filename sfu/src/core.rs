@@ -213,6 +213,8 @@ pub(crate) enum Role {
         pending: Option<str0m::change::SdpPendingOffer>,
         /// Changes waited for the pending offer's answer.
         needs_offer: bool,
+        /// An answer was accepted once (the connection's first offer went through).
+        negotiated: bool,
         channel: str0m::channel::ChannelId,
     },
 }

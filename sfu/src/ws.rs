@@ -35,9 +35,13 @@ fn frame(message: &ServerMessage) -> Message {
     Message::Text(serde_json::to_string(message).unwrap_or_default().into())
 }
 
-/// A client frame, or the `bad_message` error that answers it.
+/// A client frame, or the `bad_message` error that answers it (naming the frame's `type` when
+/// it can be read).
 fn parse(text: &str) -> Result<ClientMessage, Box<ServerMessage>> {
-    serde_json::from_str(text).map_err(|e| Box::new(ServerMessage::error("bad_message", format!("not a protocol frame: {e}"))))
+    serde_json::from_str(text).map_err(|e| {
+        let refused = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v.get("type")?.as_str().map(str::to_owned));
+        Box::new(ServerMessage::Error { code: "bad_message".into(), message: format!("not a protocol frame: {e}"), refused })
+    })
 }
 
 /// An `error` for a first frame of type `refused`.
@@ -45,10 +49,11 @@ fn refused_join(code: &str, message: String, refused: &str) -> ServerMessage {
     ServerMessage::Error { code: code.to_owned(), message, refused: Some(refused.to_owned()) }
 }
 
-/// Waits for the first text frame; anything else first is refused.
+/// Waits for the first text frame, at most [`JOIN_WAIT`] in all; anything else first is refused.
 async fn first_frame(socket: &mut WebSocket) -> Option<Result<ClientMessage, Box<ServerMessage>>> {
+    let deadline = tokio::time::Instant::now() + JOIN_WAIT;
     loop {
-        match tokio::time::timeout(JOIN_WAIT, socket.recv()).await {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
             Ok(Some(Ok(Message::Text(text)))) => return Some(parse(&text)),
             Ok(Some(Ok(Message::Binary(_)))) => return Some(Err(Box::new(ServerMessage::error("bad_message", "frames are JSON text")))),
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,

@@ -236,7 +236,7 @@ impl Sfu {
         let room = self.rooms.entry(room_name.clone()).or_default();
         room.empty_since = None;
         if p.auto_subscribe && p.permissions.subscribe {
-            p.subscriptions = room.participants.values().flat_map(|o| o.tracks.iter().map(|t| t.id)).collect();
+            p.subscriptions = room.participants.values().filter(|o| !o.hidden).flat_map(|o| o.tracks.iter().map(|t| t.id)).collect();
         }
         room.participants.insert(identity.clone(), p);
         self.schedule_room_tick(now);

@@ -68,7 +68,7 @@ impl Sfu {
                 self.remove(now, pc, RemoveReason::Ended);
             }
             for track in &gone {
-                self.broadcast(room, None, ServerMessage::TrackUnpublished { participant: identity.clone(), track: *track });
+                self.announce(room, identity, ServerMessage::TrackUnpublished { participant: identity.clone(), track: *track });
             }
             if let Some(r) = self.rooms.get_mut(room) {
                 for other in r.participants.values_mut() {
@@ -86,7 +86,10 @@ impl Sfu {
             let all: HashSet<TrackId> = self
                 .rooms
                 .get(room)
-                .map(|r| r.participants.values().filter(|o| &o.identity != identity).flat_map(|o| o.tracks.iter().map(|t| t.id)).collect())
+                .map(|r| {
+                    let others = r.participants.values().filter(|o| &o.identity != identity && !o.hidden);
+                    others.flat_map(|o| o.tracks.iter().map(|t| t.id)).collect()
+                })
                 .unwrap_or_default();
             if let Some(p) = self.participant_mut(room, identity) {
                 p.subscriptions = if permissions.subscribe && p.auto_subscribe { all } else { HashSet::new() };
@@ -204,7 +207,7 @@ impl Sfu {
         let Some(peer) = self.peers.get(&pc) else { return };
         let (room, identity) = (peer.room.clone(), peer.identity.clone());
         let Some(p) = self.participant(&room, &identity) else { return };
-        let conn = p.conn;
+        let (conn, hidden) = (p.conn, p.hidden);
         let refuse = |sfu: &mut Sfu, code: &'static str, message: &str| {
             if let Some(conn) = conn {
                 sfu.refuse(conn, "data", Refusal::new(code, message));
@@ -220,7 +223,9 @@ impl Sfu {
         let Some(message) = parsed else {
             return refuse(self, "bad_data", "a data message is a JSON object as text, at most 16 KiB");
         };
-        let bytes = serde_json::json!({ "from": identity, "message": message }).to_string();
+        // A hidden participant is never named, not even as a sender.
+        let from = (!hidden).then_some(&identity);
+        let bytes = serde_json::json!({ "from": from, "message": message }).to_string();
         self.relay_data(now, &room, Some(&identity), bytes.as_bytes());
     }
 

@@ -67,7 +67,9 @@ impl Sfu {
         }
         if let Some(old) = old_conn {
             self.conns.remove(&old);
-            self.signals.push_back(Signal { conn: old, message: None, close: true });
+            // The old socket learns why, so its page does not rejoin and take the place back.
+            let message = Some(ServerMessage::Removed { reason: LeaveReason::Replaced });
+            self.signals.push_back(Signal { conn: old, message, close: true });
         }
         for pc in old_pcs.into_iter().flatten() {
             self.remove(now, pc, RemoveReason::Replaced);
@@ -131,7 +133,7 @@ impl Sfu {
         // A new data channel is always a change, so there is an offer.
         let Some((offer, pending)) = api.apply() else { return };
         let tracks = out_map(&outs);
-        let role_state = Role::Downstream { outs, pending: Some(pending), needs_offer: false, channel };
+        let role_state = Role::Downstream { outs, pending: Some(pending), needs_offer: false, negotiated: false, channel };
         let id = self.insert_peer(now, room, identity, role, rtc, role_state);
         if let Some(r) = self.rooms.get_mut(room) {
             r.subscribers.insert(id);
@@ -153,21 +155,26 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&pc) else { return };
         let crate::core::Peer { rtc, role, .. } = peer;
         let Role::Downstream { outs, pending, needs_offer, .. } = role else { return };
-        if pending.is_some() {
-            *needs_offer = true;
-            return;
-        }
         let wanted_ids: HashSet<TrackId> = wanted.iter().map(|(id, _, _)| *id).collect();
-        let mut api = rtc.sdp_api();
+        // Unwanted tracks stop at once, even while an offer is out: forwarding follows `track`.
         for out in outs.iter_mut() {
-            if let Some(t) = out.track
-                && !wanted_ids.contains(&t)
-            {
-                api.set_direction(out.mid, Direction::Inactive);
+            if out.track.is_some_and(|t| !wanted_ids.contains(&t)) {
                 out.track = None;
                 out.source = None;
             }
         }
+        if pending.is_some() {
+            *needs_offer = true;
+            return;
+        }
+        let mut api = rtc.sdp_api();
+        // M-lines that carry nothing any more are stopped; str0m recycles their slots.
+        outs.retain(|out| {
+            if out.track.is_none() {
+                api.stop_media(out.mid);
+            }
+            out.track.is_some()
+        });
         for (track, kind, owner) in wanted {
             if outs.iter().any(|o| o.track == Some(track)) {
                 continue;
@@ -245,15 +252,29 @@ impl Sfu {
             .ok_or_else(|| Refusal::new("bad_message", "no offer is pending"))?;
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| Refusal::new("bad_sdp", first_line(&e.to_string())))?;
         let Some(peer) = self.peers.get_mut(&pc) else { return Err(Refusal::new("bad_message", "no offer is pending")) };
-        let Role::Downstream { pending, needs_offer, .. } = &mut peer.role else {
+        let crate::core::Peer { rtc, role, .. } = peer;
+        let Role::Downstream { pending, needs_offer, negotiated, outs, .. } = role else {
             return Err(Refusal::new("internal", "not a subscriber"));
         };
         let Some(pend) = pending.take() else { return Err(Refusal::new("bad_message", "no offer is pending")) };
         let again = std::mem::take(needs_offer);
-        let result = peer.rtc.sdp_api().accept_answer(pend, answer);
+        let first = !*negotiated;
+        let result = rtc.sdp_api().accept_answer(pend, answer);
+        match &result {
+            Ok(()) => *negotiated = true,
+            // The refused offer's new m-lines are gone; their tracks go out again in a fresh offer.
+            Err(_) => outs.retain(|o| rtc.media(o.mid).is_some()),
+        }
         self.drain(now, pc);
         if let Err(e) = result {
-            return Err(Refusal::new("bad_sdp", first_line(&e.to_string())));
+            if first {
+                // Nothing was ever negotiated: start the connection over with a fresh offer.
+                self.remove(now, pc, RemoveReason::Failed);
+                self.open_subscriber(now, room, identity);
+            } else {
+                self.sync_subscriber(now, room, identity);
+            }
+            return Err(Refusal::new("bad_sdp", format!("{}; a fresh offer follows", first_line(&e.to_string()))));
         }
         if again {
             self.sync_subscriber(now, room, identity);
@@ -319,10 +340,10 @@ impl Sfu {
             .unwrap_or_default();
         self.send(conn, ServerMessage::PublishAnswer { sdp: answer, tracks: answer_tracks });
         for track in unpublished {
-            self.broadcast(room, None, ServerMessage::TrackUnpublished { participant: identity.clone(), track });
+            self.announce(room, identity, ServerMessage::TrackUnpublished { participant: identity.clone(), track });
         }
         for track in &published {
-            self.broadcast(room, None, ServerMessage::TrackPublished { participant: identity.clone(), track: track.clone() });
+            self.announce(room, identity, ServerMessage::TrackPublished { participant: identity.clone(), track: track.clone() });
         }
         let ids: Vec<TrackId> = published.iter().map(|t| t.id).collect();
         self.subscribe_others(now, room, identity, &ids);
@@ -386,12 +407,14 @@ impl Sfu {
     /// Adds freshly published tracks to the subscriptions of everyone who receives automatically.
     pub(super) fn subscribe_others(&mut self, now: Instant, room: &RoomName, owner: &Identity, tracks: &[TrackId]) {
         let Some(r) = self.rooms.get_mut(room) else { return };
+        // A hidden participant's tracks are never handed out unasked.
+        let hidden_owner = r.participants.get(owner).is_some_and(|o| o.hidden);
         let mut changed = Vec::new();
         for p in r.participants.values_mut() {
             if &p.identity == owner || p.kind != ParticipantKind::Rtc {
                 continue;
             }
-            if p.auto_subscribe && p.permissions.subscribe && !tracks.is_empty() {
+            if p.auto_subscribe && p.permissions.subscribe && !tracks.is_empty() && !hidden_owner {
                 p.subscriptions.extend(tracks.iter().copied());
             }
             changed.push(p.identity.clone());
@@ -411,7 +434,7 @@ impl Sfu {
     ) -> Result<(), Refusal> {
         let r = self.rooms.get(room).ok_or_else(|| Refusal::new("internal", "room vanished"))?;
         let known: HashSet<TrackId> =
-            r.participants.values().filter(|o| &o.identity != identity).flat_map(|o| o.tracks.iter().map(|t| t.id)).collect();
+            r.participants.values().filter(|o| &o.identity != identity && !o.hidden).flat_map(|o| o.tracks.iter().map(|t| t.id)).collect();
         if let Some(unknown) = tracks.iter().find(|t| !known.contains(t)) {
             return Err(Refusal::new("unknown_track", format!("no track t{} in this room", unknown.0)));
         }

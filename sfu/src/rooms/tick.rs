@@ -33,8 +33,10 @@ impl Sfu {
                 .values()
                 .filter(|p| p.kind == ParticipantKind::Rtc)
                 .map(|p| {
+                    // Healthy: the socket is open and the connections are up; a participant with
+                    // tracks needs its publisher connection too (or must publish again in time).
                     let up = |pc: Option<PeerId>| pc.and_then(|pc| self.peers.get(&pc)).is_some_and(|x| x.disconnected_since.is_none());
-                    (p.identity.clone(), p.conn.is_some() && up(p.subscriber) && (p.publisher.is_none() || up(p.publisher)))
+                    (p.identity.clone(), p.conn.is_some() && up(p.subscriber) && (p.tracks.is_empty() || up(p.publisher)))
                 })
                 .collect();
             for (identity, ok) in healthy {

@@ -122,6 +122,51 @@ impl Net {
         (i, credential)
     }
 
+    /// Room participant `conn` publishes audio + video from a new str0m client; returns its index
+    /// and the ids the server gave its tracks (`publish_answer`).
+    fn publish_room(&mut self, conn: u64) -> (usize, Vec<String>) {
+        let (i, offer, pending) = self.client(Direction::SendOnly);
+        self.sfu.client_message(self.now, ConnId(conn), ClientMessage::Publish { sdp: offer, tracks: vec![] });
+        self.collect();
+        let (answer, ids) = self
+            .messages(conn)
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                ServerMessage::PublishAnswer { sdp, tracks } => Some((sdp.clone(), tracks.values().map(|t| format!("t{}", t.0)).collect())),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no publish_answer: {:?}", self.messages(conn)));
+        self.accept(i, pending, &answer);
+        (i, ids)
+    }
+
+    /// Answers the newest offer on `conn` from subscriber client `i`.
+    fn answer_latest(&mut self, conn: u64, i: usize) {
+        let offer = self
+            .messages(conn)
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                ServerMessage::Offer { sdp, .. } => Some(sdp.clone()),
+                _ => None,
+            })
+            .expect("an offer");
+        let answer = self.clients[i].rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
+        self.sfu.client_message(self.now, ConnId(conn), ClientMessage::Answer { sdp: answer.to_sdp_string() });
+        self.collect();
+    }
+
+    /// Sends frames from publisher `p` for `seconds` of simulated time, a keyframe each second.
+    fn stream(&mut self, p: usize, from: u64, seconds: u64) -> u64 {
+        let frames = seconds * 30;
+        for n in from..from + frames {
+            self.send_frame(p, n, n % 30 == 0);
+            self.tick(Duration::from_millis(33));
+        }
+        from + frames
+    }
+
     fn collect(&mut self) {
         while let Some(s) = self.sfu.poll_signal() {
             self.signals.push(s);
@@ -199,7 +244,7 @@ impl Net {
                         Output::Event(Event::Connected) => c.connected = true,
                         Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests += 1,
                         Output::Event(Event::MediaData(d)) => {
-                            let kind = c.mids.iter().find(|(m, _)| *m == d.mid).map(|(_, k)| *k);
+                            let kind = c.mids.iter().find(|(m, _)| *m == d.mid).map(|(_, k)| *k).or_else(|| c.rtc.media(d.mid).map(|m| m.kind()));
                             match kind {
                                 Some(MediaKind::Video) => c.video_frames.push(d.data.to_vec()),
                                 Some(MediaKind::Audio) => c.audio_frames += 1,
@@ -494,4 +539,69 @@ fn a_late_joiner_gets_the_room_as_it_is() {
     assert_eq!(here, ["doctor", "village-doctor"]);
     let announced = net.messages(1).iter().filter(|m| matches!(m, ServerMessage::ParticipantJoined { .. })).count();
     assert_eq!(announced, 2, "the first one was told of both newcomers");
+}
+
+#[test]
+fn unsubscribing_stops_forwarding_at_once_even_while_an_offer_is_unanswered() {
+    let mut net = Net::new();
+    net.join(1, Some(room_grant("teacher")), None);
+    let (p, ids) = net.publish_room(1);
+    let (b, _) = net.join(2, Some(room_grant("class-1")), None);
+    net.run_until("everyone connects", |n| n.clients.iter().all(|c| c.connected));
+    let mut n = net.stream(p, 0, 2);
+    let before = net.clients[b].video_frames.len();
+    assert!(before > 20, "the classroom receives the teacher's camera ({before} frames)");
+
+    // Another publisher arrives: the classroom gets an offer it does not answer yet.
+    net.join(3, Some(room_grant("class-2")), None);
+    net.publish_room(3);
+    let offers = net.messages(2).iter().filter(|m| matches!(m, ServerMessage::Offer { .. })).count();
+    assert_eq!(offers, 2, "a renegotiation is pending");
+    let tracks = ids.iter().map(|t| serde_json::from_value(serde_json::json!(t)).unwrap()).collect();
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::Unsubscribe { tracks });
+    net.collect();
+    let at_unsubscribe = net.clients[b].video_frames.len();
+    n = net.stream(p, n, 2);
+    assert!(net.clients[b].video_frames.len() <= at_unsubscribe + 1, "nothing more is forwarded after unsubscribing");
+
+    // Answering later brings the connection in line; a resubscription brings the camera back.
+    net.answer_latest(2, b);
+    net.advance(Duration::from_millis(500));
+    net.answer_latest(2, b);
+    let tracks = ids.iter().map(|t| serde_json::from_value(serde_json::json!(t)).unwrap()).collect();
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::Subscribe { tracks });
+    net.collect();
+    net.answer_latest(2, b);
+    let resubscribed = net.clients[b].video_frames.len();
+    net.stream(p, n, 3);
+    assert!(net.clients[b].video_frames.len() > resubscribed + 20, "the camera is back after subscribing again");
+    let errors: Vec<_> = net.messages(2).into_iter().filter(|m| matches!(m, ServerMessage::Error { .. })).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn a_publisher_whose_connection_dies_must_publish_again_within_the_grace() {
+    let mut net = Net::new();
+    let grace = SfuConfig::default().reconnect_grace;
+    net.join(1, Some(room_grant("teacher")), None);
+    let (p, _) = net.publish_room(1);
+    net.join(2, Some(room_grant("class-1")), None);
+    net.run_until("everyone connects", |n| n.clients.iter().all(|c| c.connected));
+    // The teacher's publisher link dies; its socket and subscriber connection stay up.
+    net.clients[p].online = false;
+    net.advance(grace + Duration::from_secs(20));
+    assert_eq!(net.left("teacher"), vec![LeaveReason::Timeout], "tracks without a publisher do not linger");
+}
+
+#[test]
+fn hidden_participants_are_never_announced_named_or_handed_out() {
+    let mut net = Net::new();
+    net.join(1, Some(room_grant("class-1")), None);
+    let observer = JoinGrant { hidden: true, ..room_grant("inspector") };
+    net.join(2, Some(observer), None);
+    net.publish_room(2);
+    let seen: Vec<String> = net.messages(1).iter().map(|m| serde_json::to_string(m).unwrap()).collect();
+    assert!(seen.iter().all(|m| !m.contains("inspector")), "the classroom never hears of the inspector: {seen:?}");
+    let offered = net.messages(1).iter().filter(|m| matches!(m, ServerMessage::Offer { tracks, .. } if !tracks.is_empty())).count();
+    assert_eq!(offered, 0, "its tracks are not handed out unasked");
 }
