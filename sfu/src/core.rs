@@ -9,9 +9,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
@@ -157,16 +158,37 @@ pub(crate) struct TrackIn {
     pub(crate) forwarding: bool,
     /// The last RFC 6464 level (−dBov) heard on an audio track, and when.
     pub(crate) audio_level: Option<(i8, Instant)>,
-    last_keyframe_request: Option<Instant>,
-    /// A request that came within the throttle interval: sent when the interval ends, so a
+    /// Per layer (`None` without simulcast): when a keyframe was last asked for.
+    last_keyframe_request: HashMap<Option<Rid>, Instant>,
+    /// Requests that came within the throttle interval: sent when the interval ends, so a
     /// late joiner is coalesced with earlier ones instead of waiting for the next periodic keyframe.
-    pending_keyframe_request: Option<KeyframeRequestKind>,
+    pending_keyframe_request: HashMap<Option<Rid>, KeyframeRequestKind>,
+    /// Simulcast layers by rid, as they arrive.
+    pub(crate) layers: Vec<LayerIn>,
 }
 
 /// A subscriber's outgoing m-line and how the current source maps onto it.
+/// One simulcast layer of an incoming track.
+#[derive(Debug)]
+pub(crate) struct LayerIn {
+    pub(crate) rid: Rid,
+    pub(crate) ssrc: Ssrc,
+    /// Bytes since the last rate measurement, and the rate measured then (bit/s).
+    pub(crate) bytes: u64,
+    pub(crate) bps: f64,
+}
+
 impl TrackIn {
     pub(crate) fn new(kind: MediaKind) -> TrackIn {
-        TrackIn { kind, track: None, forwarding: true, audio_level: None, last_keyframe_request: None, pending_keyframe_request: None }
+        TrackIn {
+            kind,
+            track: None,
+            forwarding: true,
+            audio_level: None,
+            last_keyframe_request: HashMap::new(),
+            pending_keyframe_request: HashMap::new(),
+            layers: Vec::new(),
+        }
     }
 }
 
@@ -184,6 +206,9 @@ pub(crate) struct TrackOut {
     last_ts: u32,
     /// Nothing forwarded until the first keyframe of a video source (a decoder needs one).
     waiting_for_keyframe: bool,
+    /// The simulcast layer this m-line should carry (switched to at its next keyframe).
+    pub(crate) target: Option<Rid>,
+    pub(crate) selector: crate::layers::LayerSelector,
 }
 
 impl TrackOut {
@@ -198,6 +223,8 @@ impl TrackOut {
             last_seq: 0,
             last_ts: 0,
             waiting_for_keyframe: kind == MediaKind::Video,
+            target: None,
+            selector: crate::layers::LayerSelector::default(),
         }
     }
 }
@@ -238,6 +265,8 @@ pub(crate) struct Peer {
     pub(crate) media_bytes_sampled: u64,
     pub(crate) loss: Option<f32>,
     pub(crate) rtt: Option<Duration>,
+    /// The send-side bandwidth estimate towards this peer (TWCC), bit/s.
+    pub(crate) estimate: Option<f64>,
 }
 
 #[derive(Default)]
@@ -276,7 +305,7 @@ pub struct Sfu {
     pub(crate) room_events: VecDeque<RoomEvent>,
     /// Which participant each joined WebSocket speaks for.
     pub(crate) conns: HashMap<crate::signal::ConnId, (RoomName, Identity)>,
-    keyframe_requests: VecDeque<(PeerId, Mid, KeyframeRequestKind)>,
+    keyframe_requests: VecDeque<(PeerId, Mid, Option<Rid>, KeyframeRequestKind)>,
     next_id: u64,
     pub(crate) next_track: u64,
     pub(crate) next_room_tick: Option<Instant>,
@@ -463,6 +492,7 @@ impl Sfu {
             media_bytes_sampled: 0,
             loss: None,
             rtt: None,
+            estimate: None,
         };
         self.peers.insert(id, peer);
         self.drain(now, id);
@@ -499,8 +529,13 @@ impl Sfu {
         self.request_keyframes(now, publisher);
     }
 
+    pub(crate) fn queue_layer_keyframe_request(&mut self, now: Instant, publisher: PeerId, mid: Mid, rid: Rid, kind: KeyframeRequestKind) {
+        self.keyframe_requests.push_back((publisher, mid, Some(rid), kind));
+        self.flush_keyframe_requests(now);
+    }
+
     pub(crate) fn queue_keyframe_request(&mut self, now: Instant, publisher: PeerId, mid: Mid, kind: KeyframeRequestKind) {
-        self.keyframe_requests.push_back((publisher, mid, kind));
+        self.keyframe_requests.push_back((publisher, mid, None, kind));
         self.flush_keyframe_requests(now);
     }
 
@@ -508,7 +543,7 @@ impl Sfu {
         let Some(Peer { role: Role::Publisher { tracks, .. }, .. }) = self.peers.get(&publisher) else { return };
         let video: Vec<Mid> = tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video).map(|(m, _)| *m).collect();
         for mid in video {
-            self.keyframe_requests.push_back((publisher, mid, KeyframeRequestKind::Pli));
+            self.keyframe_requests.push_back((publisher, mid, None, KeyframeRequestKind::Pli));
         }
         self.flush_keyframe_requests(now);
     }
@@ -585,8 +620,8 @@ impl Sfu {
         let pending = self.peers.values().filter_map(|p| match &p.role {
             Role::Publisher { tracks, .. } => tracks
                 .values()
-                .filter(|t| t.pending_keyframe_request.is_some())
-                .filter_map(|t| t.last_keyframe_request.map(|at| at + interval))
+                .flat_map(|t| t.pending_keyframe_request.keys().filter_map(|rid| t.last_keyframe_request.get(rid)))
+                .map(|at| *at + interval)
                 .min(),
             Role::Subscriber { .. } | Role::Downstream { .. } => None,
         });
@@ -599,9 +634,17 @@ impl Sfu {
         for (id, peer) in &mut self.peers {
             let Role::Publisher { tracks, .. } = &mut peer.role else { continue };
             for (mid, track) in tracks.iter_mut() {
-                let due = track.last_keyframe_request.is_none_or(|t| now.duration_since(t) >= interval);
-                if due && let Some(kind) = track.pending_keyframe_request.take() {
-                    self.keyframe_requests.push_back((*id, *mid, kind));
+                let last = &track.last_keyframe_request;
+                let due: Vec<Option<Rid>> = track
+                    .pending_keyframe_request
+                    .keys()
+                    .copied()
+                    .filter(|rid| last.get(rid).is_none_or(|t| now.duration_since(*t) >= interval))
+                    .collect();
+                for rid in due {
+                    if let Some(kind) = track.pending_keyframe_request.remove(&rid) {
+                        self.keyframe_requests.push_back((*id, *mid, rid, kind));
+                    }
                 }
             }
         }
@@ -706,10 +749,11 @@ impl Sfu {
                     Some(Role::Downstream { outs, .. }) => {
                         let source = outs.iter().find(|o| o.mid == req.mid).and_then(|o| o.source);
                         if let Some((publisher, ssrc)) = source
-                            && let Some(Peer { role: Role::Publisher { ssrc_mid, .. }, .. }) = self.peers.get(&publisher)
+                            && let Some(Peer { role: Role::Publisher { ssrc_mid, tracks, .. }, .. }) = self.peers.get(&publisher)
                             && let Some(mid) = ssrc_mid.get(&ssrc)
                         {
-                            self.keyframe_requests.push_back((publisher, *mid, req.kind));
+                            let rid = tracks.get(mid).and_then(|t| t.layers.iter().find(|l| l.ssrc == ssrc)).map(|l| l.rid);
+                            self.keyframe_requests.push_back((publisher, *mid, rid, req.kind));
                         }
                         None
                     }
@@ -718,8 +762,13 @@ impl Sfu {
                 if let Some(publisher) = source
                     && let Some(Peer { role: Role::Publisher { tracks, .. }, .. }) = self.peers.get(&publisher)
                 {
-                    for (mid, _) in tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video) {
-                        self.keyframe_requests.push_back((publisher, *mid, req.kind));
+                    let current = self.peers.get(&id).and_then(|p| match &p.role {
+                        Role::Subscriber { outs, .. } => outs.iter().find(|o| o.mid == req.mid).and_then(|o| o.source).map(|(_, s)| s),
+                        _ => None,
+                    });
+                    for (mid, track) in tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video) {
+                        let rid = track.layers.iter().find(|l| Some(l.ssrc) == current).map(|l| l.rid);
+                        self.keyframe_requests.push_back((publisher, *mid, rid, req.kind));
                     }
                 }
             }
@@ -746,23 +795,28 @@ impl Sfu {
                 }
             }
             Event::ChannelData(data) => self.on_channel_data(now, id, data),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.estimate = Some(estimate.as_f64());
+                }
+            }
             _ => {}
         }
     }
 
     fn flush_keyframe_requests(&mut self, now: Instant) {
         let interval = self.config.keyframe_request_interval;
-        while let Some((publisher, mid, kind)) = self.keyframe_requests.pop_front() {
+        while let Some((publisher, mid, rid, kind)) = self.keyframe_requests.pop_front() {
             let Some(peer) = self.peers.get_mut(&publisher) else { continue };
             let Role::Publisher { tracks, .. } = &mut peer.role else { continue };
             let Some(track) = tracks.get_mut(&mid) else { continue };
-            if track.last_keyframe_request.is_some_and(|t| now.duration_since(t) < interval) {
-                track.pending_keyframe_request = Some(kind);
+            if track.last_keyframe_request.get(&rid).is_some_and(|t| now.duration_since(*t) < interval) {
+                track.pending_keyframe_request.insert(rid, kind);
                 continue;
             }
-            track.last_keyframe_request = Some(now);
-            track.pending_keyframe_request = None;
-            if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            track.last_keyframe_request.insert(rid, now);
+            track.pending_keyframe_request.remove(&rid);
+            if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
                 rx.request_keyframe(kind);
             }
             self.drain(now, publisher);
@@ -785,13 +839,23 @@ impl Sfu {
                 mid
             }
         };
+        let rid = publisher.rtc.direct_api().stream_rx(&ssrc).and_then(|s| s.rid());
         let Some(track) = tracks.get_mut(&mid) else { return };
+        // Simulcast: learn the layer and count its bytes for the rate measurement.
+        if let Some(rid) = rid {
+            match track.layers.iter_mut().find(|l| l.ssrc == ssrc) {
+                Some(layer) => layer.bytes += packet.payload.len() as u64,
+                None => track.layers.push(LayerIn { rid, ssrc, bytes: packet.payload.len() as u64, bps: 0.0 }),
+            }
+        }
         // Muted, or its owner lost the right to publish: nothing leaves the server.
         if !track.forwarding {
             return;
         }
         let kind = track.kind;
         let track_id = track.track;
+        let simulcast = track.layers.len() > 1;
+        let layer_ssrcs: Vec<Ssrc> = track.layers.iter().map(|l| l.ssrc).collect();
         if let Some(level) = packet.header.ext_vals.audio_level.filter(|_| kind == MediaKind::Audio) {
             track.audio_level = Some((level, now));
         }
@@ -810,19 +874,30 @@ impl Sfu {
                 continue;
             }
             let Peer { rtc, role, .. } = peer;
+            // An m-line already carrying one of this track's layers stays the track's m-line.
+            let ours = |o: &TrackOut| {
+                o.source.is_none() || o.source == Some((from, ssrc)) || o.source.is_some_and(|(p, s)| p == from && layer_ssrcs.contains(&s))
+            };
             let (out, room_protocol) = match role {
                 Role::Subscriber { source: Some(src), outs, .. } if *src == from => {
-                    (outs.iter_mut().find(|o| o.kind == kind && (o.source.is_none() || o.source == Some((from, ssrc)))), false)
+                    (outs.iter_mut().find(|o| o.kind == kind && ours(o)), false)
                 }
                 Role::Downstream { outs, .. } if track_id.is_some() => (outs.iter_mut().find(|o| o.track == track_id), true),
                 _ => (None, false),
             };
             let Some(out) = out else { continue };
             if out.source != Some((from, ssrc)) {
+                // Simulcast: only the target layer may take the m-line over (the current one
+                // goes on until it does); before any target, the first layer with a keyframe.
+                let current_layer = out.source.is_some_and(|(p, s)| p == from && layer_ssrcs.contains(&s));
+                if simulcast && (out.target.is_some() || current_layer) && (out.target != rid || rid.is_none()) {
+                    continue;
+                }
                 if kind == MediaKind::Video && !is_keyframe {
                     // Wait for a keyframe. A WHEP player's was requested when its source was
-                    // attached; a room subscriber asks here (the throttle coalesces requests).
-                    wants_keyframe |= room_protocol;
+                    // attached; a room subscriber, or a layer switch, asks here (the throttle
+                    // coalesces requests).
+                    wants_keyframe |= room_protocol || simulcast;
                     continue;
                 }
                 // Rebase: the first packet of a new source follows the last one sent on this m-line.
@@ -853,7 +928,7 @@ impl Sfu {
             self.drain(now, sub);
         }
         if wants_keyframe {
-            self.keyframe_requests.push_back((from, mid, KeyframeRequestKind::Pli));
+            self.keyframe_requests.push_back((from, mid, rid, KeyframeRequestKind::Pli));
         }
     }
 

@@ -5,9 +5,11 @@
 pub mod core;
 pub mod http;
 mod keyframe;
+pub mod layers;
 mod rooms;
 pub mod shell;
 pub mod signal;
+mod simulcast;
 pub mod stun;
 pub mod ws;
 

@@ -117,6 +117,11 @@ pub enum ClientMessage {
         /// Muted or not.
         muted: bool,
     },
+    /// The most the client wants to receive, kbit/s (`null`: no cap of its own).
+    Budget {
+        /// The cap.
+        kbps: Option<u32>,
+    },
     /// Leave now.
     Leave,
     /// Keep-alive.
@@ -134,6 +139,7 @@ impl ClientMessage {
             ClientMessage::Subscribe { .. } => "subscribe",
             ClientMessage::Unsubscribe { .. } => "unsubscribe",
             ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Budget { .. } => "budget",
             ClientMessage::Leave => "leave",
             ClientMessage::Ping => "ping",
         }
@@ -354,6 +360,7 @@ mod tests {
             ClientMessage::Subscribe { tracks: vec![] },
             ClientMessage::Unsubscribe { tracks: vec![] },
             ClientMessage::Mute { source: TrackSource::Camera, muted: true },
+            ClientMessage::Budget { kbps: Some(150) },
             ClientMessage::Leave,
             ClientMessage::Ping,
         ];

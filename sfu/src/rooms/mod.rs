@@ -89,6 +89,8 @@ pub(crate) struct Participant {
     auto_subscribe: bool,
     subscriptions: HashSet<TrackId>,
     quality: Option<QualitySample>,
+    /// The most it wants to receive, bit/s (a metered phone, a village link), if it said.
+    budget_bps: Option<f64>,
 }
 
 impl Participant {
@@ -180,6 +182,7 @@ impl Sfu {
             auto_subscribe: true,
             subscriptions: HashSet::new(),
             quality: None,
+            budget_bps: None,
         }
     }
 
@@ -340,6 +343,12 @@ impl Sfu {
     /// Answers a refused frame of type `refused` with an `error`.
     fn refuse(&mut self, conn: ConnId, refused: &'static str, refusal: Refusal) {
         self.send(conn, ServerMessage::Error { code: refusal.0.to_owned(), message: refusal.1, refused: Some(refused.to_owned()) });
+    }
+
+    /// The receive budget the participant owning connection `pc` set, bit/s.
+    pub(crate) fn budget_of(&self, pc: PeerId) -> Option<f64> {
+        let peer = self.peers.get(&pc)?;
+        self.participant(&peer.room, &peer.identity)?.budget_bps
     }
 
     /// Sends a message about `identity` to the room, or only to it when it is hidden.

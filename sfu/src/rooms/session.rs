@@ -223,6 +223,15 @@ impl Sfu {
             ClientMessage::Mute { source, muted } => {
                 self.set_muted(now, &room, &identity, source, muted).map_err(|_| Refusal::new("unknown_track", "you publish no such track"))
             }
+            ClientMessage::Budget { kbps } => match kbps {
+                Some(k) if !(16..=100_000).contains(&k) => Err(Refusal::new("bad_message", "a budget is 16 to 100000 kbit/s, or null")),
+                _ => {
+                    if let Some(p) = self.participant_mut(&room, &identity) {
+                        p.budget_bps = kbps.map(|k| f64::from(k) * 1000.0);
+                    }
+                    Ok(())
+                }
+            },
             ClientMessage::Leave => {
                 self.leave(now, &room, &identity, LeaveReason::Left);
                 Ok(())

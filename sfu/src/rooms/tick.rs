@@ -22,6 +22,7 @@ impl Sfu {
     /// Grace periods, speakers, quality samples and empty rooms, every [`ROOM_TICK`].
     pub(crate) fn room_tick(&mut self, now: Instant) {
         self.room_ticks += 1;
+        self.select_layers(now, ROOM_TICK.as_secs_f64());
         let quality_due = self.room_ticks.is_multiple_of(QUALITY_EVERY);
         let grace = self.config.reconnect_grace;
         let names: Vec<RoomName> = self.rooms.keys().cloned().collect();

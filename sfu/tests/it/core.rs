@@ -161,7 +161,7 @@ impl Net {
     fn stream(&mut self, p: usize, from: u64, seconds: u64) -> u64 {
         let frames = seconds * 30;
         for n in from..from + frames {
-            self.send_frame(p, n, n % 30 == 0);
+            self.send_frame(p, n, n.is_multiple_of(30));
             self.tick(Duration::from_millis(33));
         }
         from + frames
@@ -244,7 +244,8 @@ impl Net {
                         Output::Event(Event::Connected) => c.connected = true,
                         Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests += 1,
                         Output::Event(Event::MediaData(d)) => {
-                            let kind = c.mids.iter().find(|(m, _)| *m == d.mid).map(|(_, k)| *k).or_else(|| c.rtc.media(d.mid).map(|m| m.kind()));
+                            let kind =
+                                c.mids.iter().find(|(m, _)| *m == d.mid).map(|(_, k)| *k).or_else(|| c.rtc.media(d.mid).map(|m| m.kind()));
                             match kind {
                                 Some(MediaKind::Video) => c.video_frames.push(d.data.to_vec()),
                                 Some(MediaKind::Audio) => c.audio_frames += 1,
@@ -604,4 +605,92 @@ fn hidden_participants_are_never_announced_named_or_handed_out() {
     assert!(seen.iter().all(|m| !m.contains("inspector")), "the classroom never hears of the inspector: {seen:?}");
     let offered = net.messages(1).iter().filter(|m| matches!(m, ServerMessage::Offer { tracks, .. } if !tracks.is_empty())).count();
     assert_eq!(offered, 0, "its tracks are not handed out unasked");
+}
+
+#[test]
+fn a_simulcast_publisher_reaches_each_subscriber_on_one_layer_that_fits_its_budget() {
+    use str0m::media::{Rid, Simulcast, SimulcastLayer};
+    let mut net = Net::new();
+    // A WHIP publisher sending three layers by rid: q ≈ 24, h ≈ 96, f ≈ 360 kbit/s.
+    let i = net.clients.len();
+    let addr: SocketAddr = format!("127.0.0.1:{}", 50000 + i).parse().unwrap();
+    let mut rtc = RtcConfig::new().build(net.now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    let layers = Simulcast { send: ["q", "h", "f"].map(SimulcastLayer::new).to_vec(), recv: vec![] };
+    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(layers));
+    let (offer, pending) = api.apply().unwrap();
+    net.clients.push(Client {
+        rtc,
+        addr,
+        online: true,
+        mids: vec![(video, MediaKind::Video)],
+        connected: false,
+        video_frames: vec![],
+        audio_frames: 0,
+        keyframe_requests: 0,
+    });
+    let s = net
+        .sfu
+        .publish(
+            net.now,
+            &JoinGrant { room: RoomName::parse("village-clinic").unwrap(), ..grant("teacher", true, false) },
+            &offer.to_sdp_string(),
+        )
+        .expect("publish");
+    net.accept(i, pending, &s.answer);
+    let (b, _) = net.join(2, Some(room_grant("class-1")), None);
+    net.run_until("everyone connects", |n| n.clients.iter().all(|c| c.connected));
+
+    // Each frame slot: one access unit per layer, its first payload byte after the NAL header
+    // naming the layer, a keyframe every second.
+    let mut n = 0u64;
+    let mut stream = |net: &mut Net, seconds: u64| {
+        for _ in 0..seconds * 30 {
+            for (layer, (rid, size)) in [("q", 100usize), ("h", 400), ("f", 1500)].into_iter().enumerate() {
+                let keyframe = n.is_multiple_of(30);
+                let mut au = if keyframe {
+                    vec![0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x06, 0xe2, 0, 0, 0, 1, 0x65, 0x88]
+                } else {
+                    vec![0, 0, 0, 1, 0x41, 0x9a]
+                };
+                au.push(0xa0 + layer as u8);
+                au.extend((0..size).map(|x| ((x as u64 * 7 + n) % 250) as u8 + 1));
+                let now = net.now;
+                let writer = net.clients[i].rtc.writer(video).expect("a writer").rid(Rid::from(rid));
+                let pt = writer.payload_params().find(|p| p.spec().codec == Codec::H264).expect("H.264").pt();
+                writer.write(pt, now, MediaTime::new(n * 3000, Frequency::NINETY_KHZ), au).expect("write");
+                // str0m wants its output polled after every write: 11 ms per layer, 33 ms a slot.
+                net.tick(Duration::from_millis(11));
+            }
+            n += 1;
+        }
+    };
+    let layer_of = |f: &Vec<u8>| f.iter().position(|b| (0xa0..=0xa2).contains(b)).map(|p| f[p] - 0xa0);
+    // The layers of the frames received since `from`, with consecutive repeats folded.
+    let runs = |net: &Net, from: usize| {
+        let mut v: Vec<u8> = Vec::new();
+        for l in net.clients[b].video_frames[from..].iter().filter_map(layer_of) {
+            if v.last() != Some(&l) {
+                v.push(l);
+            }
+        }
+        v
+    };
+
+    stream(&mut net, 4);
+    assert!(net.clients[b].video_frames.len() > 60, "frames arrive ({})", net.clients[b].video_frames.len());
+    assert_eq!(runs(&net, 0), [0], "without a budget or an estimate: the lowest layer only, never a mix");
+
+    let mark = net.clients[b].video_frames.len();
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::Budget { kbps: Some(5000) });
+    stream(&mut net, 5);
+    assert_eq!(runs(&net, mark), [0, 2], "a generous budget: one switch, at a keyframe, to the top layer");
+
+    let mark = net.clients[b].video_frames.len();
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::Budget { kbps: Some(200) });
+    stream(&mut net, 5);
+    assert_eq!(runs(&net, mark), [2, 1], "200 kbit/s less 40 for audio carries the middle layer, not the top");
+    let errors: Vec<_> = net.messages(2).into_iter().filter(|m| matches!(m, ServerMessage::Error { .. })).collect();
+    assert!(errors.is_empty(), "{errors:?}");
 }
