@@ -40,6 +40,15 @@ fn listener(server: &TestServer, identity: &str) -> String {
     server.token(ROOM, identity, RoomRole::Student, false, true)
 }
 
+/// `identity` joins, publishes camera and microphone and keeps sending; returns it, its track ids
+/// and the pump.
+async fn publishing(server: &TestServer, identity: &str) -> (RoomClient, HashMap<String, String>, Pump) {
+    let mut client = RoomClient::join(server, &speaker(server, identity)).await;
+    let ids = client.publish().await;
+    let pump = Pump::start(client.publisher(), 0);
+    (client, ids, pump)
+}
+
 fn left(identity: &'static str) -> impl Fn(&Value) -> bool {
     move |m| type_of(m) == "participant_left" && identity_in(m, "identity") == identity
 }
@@ -142,10 +151,8 @@ async fn joining_returns_the_room_as_it_is_and_announces_the_newcomer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_and_chat_flow_between_two_participants() {
     let server = TestServer::start().await;
-    let mut a = RoomClient::join(&server, &speaker(&server, "A")).await;
-    let ids = a.publish().await;
+    let (a, ids, pump) = publishing(&server, "A").await;
     let (camera, microphone) = (ids["camera"].clone(), ids["microphone"].clone());
-    let pump = Pump::start(a.publisher(), 0);
     let b = RoomClient::join(&server, &speaker(&server, "B")).await;
 
     // Two seconds of A's media reach B on the m-lines B's offer mapped to A's tracks.
@@ -333,10 +340,8 @@ async fn a_resume_within_the_grace_period_keeps_identity_tracks_and_media() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taking_publish_away_stops_forwarding_at_once_and_data_needs_its_grant() {
     let server = TestServer::start().await;
-    let mut a = RoomClient::join(&server, &speaker(&server, "A")).await;
-    let ids = a.publish().await;
+    let (mut a, ids, pump) = publishing(&server, "A").await;
     let camera = ids["camera"].clone();
-    let pump = Pump::start(a.publisher(), 0);
     let b = RoomClient::join(&server, &listener(&server, "B")).await;
     b.wait_received(&camera, 30).await;
     let mid = b.mid_of(&camera).expect("B's m-line for A's camera");
@@ -387,10 +392,8 @@ async fn taking_publish_away_stops_forwarding_at_once_and_data_needs_its_grant()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn muting_a_track_stops_its_forwarding_until_unmuted() {
     let server = TestServer::start().await;
-    let mut a = RoomClient::join(&server, &speaker(&server, "A")).await;
-    let ids = a.publish().await;
+    let (a, ids, pump) = publishing(&server, "A").await;
     let (camera, microphone) = (ids["camera"].clone(), ids["microphone"].clone());
-    let pump = Pump::start(a.publisher(), 0);
     let b = RoomClient::join(&server, &listener(&server, "B")).await;
     b.wait_received(&camera, 30).await;
     let mid = b.mid_of(&camera).expect("B's m-line for A's camera");
