@@ -3,7 +3,8 @@
 // classroom on a phone-sized one join /room/{room}#token=…, see and hear each other through the
 // media server, chat over the data channel, see a mute, and the classroom's page is closed
 // abruptly and reopened: it must get its place back (resumed, same identity) without the teacher
-// ever seeing it leave.
+// ever seeing it leave. Both pages count the data they used, and the class's receive budget is
+// accepted by the server and kept across the reopening.
 //
 // An administrator follows the room on /admin/rooms meanwhile.
 //
@@ -32,9 +33,39 @@ const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
 const log = [];
 const note = (line) => log.push(`[${elapsed()}] ${line}`);
 
+// The signalling frames each page sent and received, in order, as the wire carried them.
+const wsFrames = new Map();
+function recordFrames(page) {
+  const frames = [];
+  wsFrames.set(page, frames);
+  page.on('websocket', (ws) => {
+    const add = (dir) => ({ payload }) => {
+      try {
+        const m = JSON.parse(payload);
+        frames.push({ dir, type: m.type, kbps: m.kbps, code: m.code, refused: m.refused });
+      } catch { /* not a JSON frame */ }
+    };
+    ws.on('framesent', add('sent'));
+    ws.on('framereceived', add('received'));
+  });
+}
+
+// Waits (bounded) until `pred(frames)` holds for the frames of `page`; returns the frames.
+async function framesUntil(page, what, pred, ms = 15000) {
+  const frames = wsFrames.get(page);
+  for (const deadline = Date.now() + ms; !pred(frames); await new Promise((r) => setTimeout(r, 100))) {
+    check(Date.now() < deadline, `${what} (not within ${ms / 1000} s): last frames ${JSON.stringify(frames.slice(-15))}`);
+  }
+  note(`ok: ${what}`);
+  return frames;
+}
+
+const sentBudget = (kbps) => (f) => f.dir === 'sent' && f.type === 'budget' && f.kbps === kbps;
+
 // Collects what a page says, so a failure shows the browser's side of the story.
 const consoleErrors = [];
 function watch(page, name) {
+  recordFrames(page);
   page.on('console', (m) => {
     note(`${name} console.${m.type()}: ${m.text()}`);
     // The admin's first /api/v1/me before login answers 401 by design (Chromium logs it).
@@ -125,6 +156,31 @@ try {
   await waitUntil(pageA, 'the teacher sees a connection-quality badge for the class',
     (id) => ['good', 'fair', 'poor', 'lost'].includes(document.querySelector(`.tile.remote[data-identity="${id}"] .quality`).dataset.quality), B, 15000);
 
+  // Both pages count the data both their connections carry, and show it as a phone would.
+  for (const [name, page] of [['teacher', pageA], ['class', pageB]]) {
+    await waitUntil(page, `${name}'s page counts the data it used`, () => window.tongxinRoom.dataUsedBytes > 0, null, 10000);
+    const used = await page.evaluate(() => window.tongxinRoom.dataUsedBytes);
+    await waitUntil(page, `${name}'s data used grows past ${used} bytes`, (n) => window.tongxinRoom.dataUsedBytes > n, used, 10000);
+    await waitUntil(page, `${name}'s page shows the data used`, () => {
+      const b = window.tongxinRoom.dataUsedBytes;
+      const amount = b < 1e6 ? `${Math.floor(b / 1e3)} KB` : `${(b / 1e6).toFixed(1)} MB`;
+      return document.getElementById('data-used').textContent.includes(amount);
+    }, null, 10000);
+  }
+
+  // The class caps what it receives at 150 kbit/s; the server accepts it.
+  check(await pageB.inputValue('#budget') === '', 'the class starts with no receive limit');
+  await framesUntil(pageB, 'after joining, the class tells the server it has no receive limit',
+    (fs) => fs.findIndex(sentBudget(null)) > fs.findIndex((f) => f.type === 'joined'));
+  await pageB.selectOption('#budget', '150');
+  // Quality reports come every 2 s: two after the budget mean the server has read it.
+  const afterBudget = (fs) => fs.slice(fs.findIndex(sentBudget(150)));
+  await framesUntil(pageB, 'the class sends its 150 kbit/s budget and the server carries on',
+    (fs) => fs.some(sentBudget(150)) && afterBudget(fs).filter((f) => f.type === 'quality').length >= 2);
+  const refused = afterBudget(wsFrames.get(pageB)).filter((f) => f.type === 'error');
+  check(refused.length === 0, `the server refused the budget: ${JSON.stringify(refused)}`);
+  check(await pageB.evaluate(() => window.tongxinRoom.errors.length) === 0, 'the class page saw no error after setting its budget');
+
   // The laptop shows the chat beside the video; the phone stacks them in one column.
   const [stageA, chatA, stageB, chatB] = [await box(pageA, '#stage'), await box(pageA, 'aside.chat'), await box(pageB, '#stage'), await box(pageB, 'aside.chat')];
   check(chatA.x >= stageA.x + stageA.width - 1, `on a laptop the chat is beside the stage (stage ${JSON.stringify(stageA)}, chat ${JSON.stringify(chatA)})`);
@@ -194,6 +250,9 @@ try {
   check(back.identity === B, `the reopened page is the same participant (${back.identity})`);
   await videoRises(pageA, 'teacher', B);
   await videoRises(pageB, 'class (reopened)', A);
+  check(await pageB.inputValue('#budget') === '150', 'the reopened class page keeps its 150 kbit/s receive limit');
+  await framesUntil(pageB, 'the reopened class page sends its budget again after joining',
+    (fs) => fs.findIndex(sentBudget(150)) > fs.findIndex((f) => f.type === 'joined'));
   await waitUntil(pageB, 'the reopened class page sees the teacher still muted',
     (sel) => document.querySelector(sel) && document.querySelector(sel).dataset.muted === 'true', micSel(A), 15000);
   const seen = (await pageA.evaluate(() => window.tongxinRoom.events)).slice(eventsBefore);

@@ -5,7 +5,7 @@
 
 import { h, raw, languageSelect } from './app.js';
 import { setLocale, t } from './i18n.js';
-import { RoomClient } from './roomclient.js';
+import { BUDGETS, RoomClient } from './roomclient.js';
 
 const RATINGS = ['good', 'fair', 'poor', 'lost'];
 const ROOM_ROLES = ['teacher', 'classroom', 'student', 'observer', 'doctor', 'patient', 'village_doctor', 'guest'];
@@ -122,6 +122,13 @@ function setQuality(el, q) {
   });
 }
 
+// Data used as a phone's data counter shows it (1 MB = 1000 KB): KB below 1 MB, else MB with
+// one decimal.
+function showDataUsed(el, bytes) {
+  if (bytes < 1e6) tr(el, 'room.data_used_kb', { n: Math.floor(bytes / 1e3) });
+  else tr(el, 'room.data_used_mb', { n: (bytes / 1e6).toFixed(1) });
+}
+
 function roleText(role) {
   return ROOM_ROLES.includes(role) ? tx('span.role', `roomrole.${role}`) : null;
 }
@@ -187,7 +194,10 @@ class RoomSession {
       .on('quality', ({ identity, quality }) => this.showQuality(identity, quality))
       .on('chat', ({ from, text }) => this.addChat(from, text, false))
       .on('error', ({ code }) => this.say('error', code === 'publish_failed' ? 'room.publish_failed' : errorKey(code)))
-      .on('change', () => this.updateControls());
+      .on('change', () => this.updateControls())
+      .on('usage', (bytes) => {
+        if (this.dataUsedLine) showDataUsed(this.dataUsedLine, bytes);
+      });
 
     this.langSlot = h('div.room-lang');
     this.status = h('div.room-status', { id: 'room-status', 'aria-live': 'polite' });
@@ -222,6 +232,7 @@ class RoomSession {
         return { muted: { ...c.local.muted }, published: [...c.published], tracks: tracks.map((x) => ({ kind: x.kind, enabled: x.enabled })) };
       },
       get channel() { return c.channel; },
+      get dataUsedBytes() { return c.dataUsed; },
       // Frames shown by the tile video of `identity` (-1 without a tile or a track).
       frames(identity, source = 'camera') {
         const tile = s.tiles.get(identity);
@@ -435,10 +446,23 @@ class RoomSession {
     const controls = h('div.controls', { role: 'toolbar' }, this.micButton, this.camButton, this.screenButton, this.audioButton, leave);
     trAttr(controls, 'aria-label', 'room.controls');
     this.roomView = h('div.room-main', {},
-      h('div.stage-wrap', {}, this.count, this.stage, this.nobody, controls),
+      h('div.stage-wrap', {}, this.count, this.stage, this.nobody, controls, this.buildDataBar()),
       h('aside.chat', {}, tx('h2', 'room.chat.title'), this.chatLog, chatForm));
     this.updateControls();
     return this.roomView;
+  }
+
+  // What this session cost in data, and the cap on what the server sends us.
+  buildDataBar() {
+    const c = this.client;
+    this.dataUsedLine = h('p.data-used', { id: 'data-used' });
+    showDataUsed(this.dataUsedLine, c.dataUsed);
+    const select = h('select', { id: 'budget', onchange: () => c.setBudget(select.value ? Number(select.value) : null) },
+      BUDGETS.map((kbps) => (kbps === null
+        ? tx('option', 'room.budget.none', null, { value: '' })
+        : tx('option', 'room.budget.kbps', { n: kbps }, { value: String(kbps) }))));
+    select.value = c.budget === null ? '' : String(c.budget);
+    return h('div.data-bar', {}, this.dataUsedLine, h('label', {}, tx('span', 'room.budget.label'), select));
   }
 
   updateControls() {

@@ -16,10 +16,32 @@ const CAMERA = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ide
 const CAMERA_KBPS = 500;
 const SCREEN_KBPS = 300;
 const DEVICES_KEY = 'tongxin.devices';
+// The receive budgets offered, kbit/s (null: no cap); the chosen one is kept per device.
+export const BUDGETS = [null, 300, 150, 64];
+const BUDGET_KEY = 'tongxin.budget';
+const USAGE_MS = 2500; // how often the data used is sampled
 const resumeKey = (room) => `tongxin.resume.${room}`;
 
 function loadJson(key) {
   try { return JSON.parse(localStorage.getItem(key) || 'null'); } catch { return null; }
+}
+
+function loadBudget() {
+  const kbps = loadJson(BUDGET_KEY);
+  return BUDGETS.includes(kbps) ? kbps : null;
+}
+
+// Bytes a connection carried both ways so far: its transports' counters, or the candidate
+// pairs' where the browser has no transport statistics.
+async function connectionBytes(pc) {
+  let transport = null;
+  let pairs = 0;
+  for (const s of (await pc.getStats()).values()) {
+    const bytes = (s.bytesReceived || 0) + (s.bytesSent || 0);
+    if (s.type === 'transport' && (s.bytesReceived !== undefined || s.bytesSent !== undefined)) transport = (transport || 0) + bytes;
+    else if (s.type === 'candidate-pair') pairs += bytes;
+  }
+  return transport ?? pairs;
 }
 
 // Puts H.264 constrained baseline (packetization-mode=1) first when this browser can send it:
@@ -64,6 +86,7 @@ function normalize(p) {
 //   error        {code}: a server error that leaves the session running, or `publish_failed`
 //   change       local media, publishing, permissions, the participant count or the data
 //                channel changed
+//   usage        the bytes both connections carried in this page's life (`dataUsed`) grew
 export class RoomClient {
   constructor(room, token) {
     this.room = room;
@@ -94,6 +117,11 @@ export class RoomClient {
     this.reconnect = null;
     this.timers = new Set();
     this.pingTimer = null;
+    this.budget = loadBudget(); // kbit/s or null, sent after every `joined`
+    // Bytes per peer connection this page ever had, so a resume's new connections add to the
+    // total; the slot of a connection survives its closing without keeping it alive.
+    this.usage = { bytes: [], slot: new WeakMap() };
+    this.usageTimer = null;
   }
 
   on(type, fn) {
@@ -261,6 +289,8 @@ export class RoomClient {
     if (this.me.permissions.publish && this.local.stream) this.startPublishing();
     clearInterval(this.pingTimer);
     this.pingTimer = setInterval(() => this.send({ type: 'ping' }), PING_MS);
+    this.send({ type: 'budget', kbps: this.budget });
+    if (!this.usageTimer) this.usageTimer = setInterval(() => this.sampleUsage(), USAGE_MS);
   }
 
   // A participant described afresh keeps the last quality report about it.
@@ -631,6 +661,8 @@ export class RoomClient {
     for (const id of this.timers) clearTimeout(id);
     this.timers.clear();
     clearInterval(this.pingTimer);
+    clearInterval(this.usageTimer);
+    this.usageTimer = null;
     this.stopLocal();
   }
 
@@ -640,6 +672,36 @@ export class RoomClient {
     const ws = this.ws;
     this.ws = null;
     if (ws) ws.close();
+  }
+
+  // ---- receive budget and data used ------------------------------------------------------
+
+  // Caps what the server sends us (kbit/s, null for no cap), remembered on this device.
+  setBudget(kbps) {
+    this.budget = BUDGETS.includes(kbps) ? kbps : null;
+    localStorage.setItem(BUDGET_KEY, JSON.stringify(this.budget));
+    if (this.state === 'joined') this.send({ type: 'budget', kbps: this.budget });
+  }
+
+  get dataUsed() {
+    return this.usage.bytes.reduce((a, b) => a + b, 0);
+  }
+
+  async sampleUsage() {
+    const before = this.dataUsed;
+    await Promise.all([this.pub, this.sub].filter(Boolean).map(async (pc) => {
+      let bytes;
+      try {
+        bytes = await connectionBytes(pc);
+      } catch {
+        return; // closed meanwhile: its last sample stands
+      }
+      const u = this.usage;
+      if (!u.slot.has(pc)) u.slot.set(pc, u.bytes.push(0) - 1);
+      const i = u.slot.get(pc);
+      u.bytes[i] = Math.max(u.bytes[i], bytes);
+    }));
+    if (this.dataUsed !== before) this.emit('usage', this.dataUsed);
   }
 
   // Inbound video per remote track, from the subscriber connection's statistics.
