@@ -179,34 +179,65 @@ pub fn opus() -> RTCRtpCodec {
     }
 }
 
-/// Sequence-number bookkeeping of one received RTP stream (before any retransmission repairs it).
+/// Sequence-number bookkeeping of one received RTP stream: how many packets the sender sent up
+/// to the highest one seen, against how many arrived. Reordering is not loss; a jump of more
+/// than 3000 (a new source) starts the count over.
 #[derive(Default)]
 struct SeqTrack {
-    next: Option<u16>,
+    /// The extended highest sequence number, and the first one.
+    highest: Option<u64>,
+    first: u64,
+    received: u64,
+    /// Expected and received before the last restart.
+    expected_before: u64,
+    received_before: u64,
 }
 
 impl SeqTrack {
-    /// (packets skipped, 1 if this packet is late: a retransmission or reordering).
-    fn on(&mut self, seq: u16) -> (u64, u64) {
-        let Some(next) = self.next else {
-            self.next = Some(seq.wrapping_add(1));
-            return (0, 0);
+    /// Records a packet; returns 1 if it came after a later one (reordered or retransmitted).
+    fn on(&mut self, seq: u16) -> u64 {
+        let Some(highest) = self.highest else {
+            (self.highest, self.first, self.received) = (Some(u64::from(seq)), u64::from(seq), 1);
+            return 0;
         };
-        let d = seq.wrapping_sub(next) as i16;
-        if d >= 0 {
-            self.next = Some(seq.wrapping_add(1));
-            (d as u64, 0)
+        let d = i64::from(seq.wrapping_sub(highest as u16) as i16);
+        if d.abs() > 3000 {
+            self.expected_before = self.expected();
+            self.received_before += self.received;
+            (self.highest, self.first, self.received) =
+                (Some(u64::from(seq) + (highest & !0xffff) + 0x10000), u64::from(seq) + (highest & !0xffff) + 0x10000, 1);
+            return 0;
+        }
+        self.received += 1;
+        if d > 0 {
+            self.highest = Some(highest + d as u64);
+            0
         } else {
-            (0, 1)
+            1
         }
     }
+
+    /// Packets the sender sent so far (up to the highest seen).
+    fn expected(&self) -> u64 {
+        self.expected_before + self.highest.map_or(0, |h| h + 1 - self.first)
+    }
+
+    /// Packets missing so far.
+    fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.received_before + self.received)
+    }
 }
+
+/// Bytes a packet's UDP payload holds besides its RTP bytes: the SRTP authentication tag.
+pub const SRTP_TAG: u64 = 10;
 
 /// One access unit a player reassembled.
 #[derive(Debug, Clone, Copy)]
 pub struct RxUnit {
     /// The frame counter from its SEI, `None` if it carried none.
     pub counter: Option<u64>,
+    /// An IDR: decodable on its own.
+    pub keyframe: bool,
     /// Its size.
     pub bytes: usize,
     /// When its last (marker) packet arrived.
@@ -224,12 +255,14 @@ pub struct Rx {
     pub audio_pkts: u64,
     /// Bytes of audio RTP packets.
     pub audio_bytes: u64,
-    /// Video packets never seen in sequence (gaps before any retransmission repaired them).
-    pub video_skipped: u64,
+    /// Video packets the sender sent (up to the highest sequence number seen).
+    pub video_expected: u64,
+    /// Video packets missing (expected − received; reordering does not count).
+    pub video_lost: u64,
     /// Video packets that arrived after a later one (retransmissions, reordering).
     pub video_late: u64,
-    /// Audio packets missing in sequence.
-    pub audio_skipped: u64,
+    /// Audio packets missing.
+    pub audio_lost: u64,
     /// Reassembled access units, in arrival order.
     pub units: Vec<RxUnit>,
     /// Reassembled Opus frames.
@@ -237,9 +270,10 @@ pub struct Rx {
 }
 
 impl Rx {
-    /// Video and audio packets and bytes so far: (packets, bytes).
+    /// Video and audio packets and their UDP payload bytes (RTP + SRTP tag) so far.
     pub fn totals(&self) -> (u64, u64) {
-        (self.video_pkts + self.audio_pkts, self.video_bytes + self.audio_bytes)
+        let pkts = self.video_pkts + self.audio_pkts;
+        (pkts, self.video_bytes + self.audio_bytes + pkts * SRTP_TAG)
     }
 }
 
@@ -289,7 +323,7 @@ async fn read_video(track: Arc<dyn TrackRemote>, rx: Arc<Mutex<Rx>>) {
         };
         let now = Instant::now();
         let size = packet.marshal_size() as u64;
-        let (skipped, late) = seq.on(packet.header.sequence_number);
+        let late = seq.on(packet.header.sequence_number);
         if packet.header.marker {
             if marker_at.len() >= 128 {
                 marker_at.pop_front();
@@ -301,11 +335,12 @@ async fn read_video(track: Arc<dyn TrackRemote>, rx: Arc<Mutex<Rx>>) {
         let mut r = rx.lock().unwrap_or_else(|p| p.into_inner());
         r.video_pkts += 1;
         r.video_bytes += size;
-        r.video_skipped += skipped;
+        (r.video_expected, r.video_lost) = (seq.expected(), seq.lost());
         r.video_late += late;
         while let Some(s) = builder.pop(now) {
             let complete_at = marker_at.iter().rev().find(|(ts, _)| *ts == s.packet_timestamp).map(|(_, t)| *t).unwrap_or(now);
-            r.units.push(RxUnit { counter: crate::media::read_counter(&s.data), bytes: s.data.len(), complete_at });
+            let keyframe = is_idr(&s.data);
+            r.units.push(RxUnit { counter: crate::media::read_counter(&s.data), keyframe, bytes: s.data.len(), complete_at });
         }
     }
 }
@@ -322,16 +357,21 @@ async fn read_audio(track: Arc<dyn TrackRemote>, rx: Arc<Mutex<Rx>>) {
         };
         let now = Instant::now();
         let size = packet.marshal_size() as u64;
-        let (skipped, _) = seq.on(packet.header.sequence_number);
+        seq.on(packet.header.sequence_number);
         builder.push(now, packet);
         let mut r = rx.lock().unwrap_or_else(|p| p.into_inner());
         r.audio_pkts += 1;
         r.audio_bytes += size;
-        r.audio_skipped += skipped;
+        r.audio_lost = seq.lost();
         while builder.pop(now).is_some() {
             r.opus_frames += 1;
         }
     }
+}
+
+/// Whether an Annex B access unit holds an IDR slice (NAL type 5).
+fn is_idr(au: &[u8]) -> bool {
+    au.windows(4).any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5)
 }
 
 type Sender = Arc<dyn webrtc::rtp_transceiver::RtpSender>;
@@ -594,4 +634,25 @@ pub fn answer_candidate(answer: &str) -> Option<SocketAddr> {
         let f: Vec<&str> = l.strip_prefix("a=candidate:")?.split(' ').collect();
         (f.get(2)?.eq_ignore_ascii_case("udp")).then(|| format!("{}:{}", f.get(4)?, f.get(5)?).parse().ok()).flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reordering_is_not_loss_and_gaps_are() {
+        let mut t = SeqTrack::default();
+        for seq in [65_533u16, 65_534, 0, 65_535, 1, 4, 5] {
+            t.on(seq);
+        }
+        // 65533..=5 across the wrap is 9 packets; 2 and 3 never came; 65535 came late.
+        assert_eq!((t.expected(), t.lost()), (9, 2));
+        // A new source far away starts over without counting the jump as loss.
+        for seq in [30_000u16, 30_001, 30_003] {
+            t.on(seq);
+        }
+        assert_eq!((t.expected(), t.lost()), (9 + 4, 3));
+        assert!(is_idr(&[0, 0, 0, 1, 0x67, 0, 0, 1, 0x65, 0x88]) && !is_idr(&[0, 0, 0, 1, 0x41, 0x9a]));
+    }
 }

@@ -34,8 +34,9 @@ use crate::scenario::Scenario;
 const GOP_FRAMES: u32 = 60;
 /// The clip the publishers loop over.
 const CLIP_SECONDS: u32 = 10;
-/// After a window, how long late frames may still arrive.
-const DRAIN: Duration = Duration::from_secs(1);
+/// After a window, how long late frames may still arrive (beyond the link's own delay): the
+/// receive buffer holds a frame up to 1 s, and a retransmission takes a round trip.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// Where and how to run.
 #[derive(Clone)]
@@ -204,13 +205,13 @@ async fn start_subscriber(target: &Target, room: &RoomName, room_index: usize, i
 struct Snapshot {
     pkts: u64,
     bytes: u64,
-    video_pkts: u64,
-    skipped: u64,
+    video_expected: u64,
+    video_lost: u64,
 }
 
 fn snapshot(rx: &Rx) -> Snapshot {
     let (pkts, bytes) = rx.totals();
-    Snapshot { pkts, bytes, video_pkts: rx.video_pkts, skipped: rx.video_skipped }
+    Snapshot { pkts, bytes, video_expected: rx.video_expected, video_lost: rx.video_lost }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -243,32 +244,65 @@ fn figures(
     };
     let mut latencies = Vec::new();
     let mut counted = Counted { frames_in_window: 0, bytes_in_window: s1.bytes - s0.bytes };
-    let Some(peer) = &sub.peer else { return (f, latencies, counted) };
+    let sent_in_window = |c: u64| sent.get(c as usize).is_some_and(|t| *t >= window.0 && *t < window.1);
+    // A subscriber that never joined, or never got a frame, saw nothing: every frame is lost.
+    let nothing = |f: &mut SubscriberFigures| {
+        f.frames_expected = (0..sent.len() as u64).filter(|c| sent_in_window(*c)).count() as u64;
+        f.frame_loss = report::frame_loss(f.frames_expected, 0);
+        f.freezes = u32::from(f.frames_expected > 0);
+        f.longest_freeze_ms = ms(window.1.duration_since(window.0));
+    };
+    let Some(peer) = &sub.peer else {
+        nothing(&mut f);
+        return (f, latencies, counted);
+    };
     let rx = peer.rx.lock().unwrap_or_else(|e| e.into_inner());
-    let lost = s1.skipped - s0.skipped;
-    let seen = s1.video_pkts - s0.video_pkts;
-    if seen + lost > 0 {
-        f.packet_loss = lost as f64 / (seen + lost) as f64;
+    let expected_pkts = s1.video_expected - s0.video_expected;
+    if expected_pkts > 0 {
+        f.packet_loss = (s1.video_lost - s0.video_lost) as f64 / expected_pkts as f64;
     }
     let first = rx.units.iter().find(|u| u.counter.is_some());
     f.join_ms = first.map(|u| ms(u.complete_at.duration_since(sub.started)));
-    let Some(first_counter) = first.and_then(|u| u.counter) else { return (f, latencies, counted) };
+    let Some(first_counter) = first.and_then(|u| u.counter) else {
+        nothing(&mut f);
+        return (f, latencies, counted);
+    };
     // Frames sent in the window from this subscriber's first frame on.
-    let in_window = |c: u64| c >= first_counter && sent.get(c as usize).is_some_and(|t| *t >= window.0 && *t < window.1);
+    let in_window = |c: u64| c >= first_counter && sent_in_window(c);
     let expected = (0..sent.len() as u64).filter(|c| in_window(*c)).count() as u64;
-    let mut arrivals: HashMap<u64, Instant> = HashMap::new();
-    for u in &rx.units {
-        if let Some(c) = u.counter.filter(|c| in_window(*c)) {
-            arrivals.entry(c).or_insert(u.complete_at);
+    let mut arrivals: HashMap<u64, (Instant, bool)> = HashMap::new();
+    for u in rx.units.iter().filter(|u| u.counter.is_some_and(|c| c >= first_counter)) {
+        if let Some(c) = u.counter {
+            arrivals.entry(c).or_insert((u.complete_at, u.keyframe));
         }
     }
-    let mut ordered: Vec<(u64, Instant)> = arrivals.into_iter().collect();
-    ordered.sort_by_key(|(c, _)| *c);
+    // A frame after a missing one cannot be decoded until the next keyframe: it is lost too.
+    let last = arrivals.keys().max().copied().unwrap_or(first_counter);
+    let mut broken = false;
+    let mut ordered: Vec<(u64, Instant)> = Vec::new();
+    for c in first_counter..=last {
+        match arrivals.get(&c) {
+            None => broken = true,
+            Some((_, true)) => broken = false,
+            Some(_) => {}
+        }
+        if let Some((at, _)) = arrivals.get(&c)
+            && !broken
+            && in_window(c)
+        {
+            ordered.push((c, *at));
+        }
+    }
     let mut jitter = 0.0f64;
     for pair in ordered.windows(2) {
         let ((c0, a0), (c1, a1)) = (pair[0], pair[1]);
         let transit = |c: u64, a: Instant| ms(a.saturating_duration_since(sent[c as usize]));
         jitter += ((transit(c1, a1) - transit(c0, a0)).abs() - jitter) / 16.0;
+    }
+    if ordered.is_empty() && expected > 0 {
+        // Frames were due and none could be shown: one freeze as long as the window.
+        f.freezes = 1;
+        f.longest_freeze_ms = ms(window.1.duration_since(window.0));
     }
     let mut arrival_times: Vec<Instant> = ordered.iter().map(|(_, a)| *a).collect();
     arrival_times.sort();
@@ -284,6 +318,7 @@ fn figures(
     f.frame_loss = report::frame_loss(expected, f.frames_received);
     f.jitter_ms = if ordered.len() > 1 { jitter } else { f64::NAN };
     f.latency_ms = report::percentiles(&mut latencies.clone());
+    // The raw count, decodable or not: equals frames_received unless something was lost.
     counted.frames_in_window =
         rx.units.iter().filter(|u| u.counter.is_some_and(in_window)).map(|u| u.counter).collect::<std::collections::HashSet<_>>().len()
             as u64;
@@ -409,7 +444,8 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
             .iter()
             .map(|s| s.peer.as_ref().map(|p| snapshot(&p.rx.lock().unwrap_or_else(|e| e.into_inner()))).unwrap_or_default())
             .collect();
-        tokio::time::sleep(DRAIN).await;
+        let link_delay = scenario.link.map_or(0, |l| u64::from(l.delay_ms + l.jitter_ms) * 2);
+        tokio::time::sleep(DRAIN + Duration::from_millis(link_delay)).await;
         let mut detail = Vec::new();
         let mut all_latency = Vec::new();
         let mut step_counted = Vec::new();
@@ -430,7 +466,12 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
             pkts as f64 / secs,
             bytes as f64 * 8.0 / secs / 1e6,
         );
-        let generator = GeneratorFigures::new(probe::cpu_percent(c0.generator, c1.generator, secs));
+        // The generator is bound when its busiest share passes 85 % of the cores it may run on
+        // (one when pinned with taskset, as the fixed-load runs are).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let generator_cpu = probe::cpu_percent(c0.generator, c1.generator, secs);
+        let generator =
+            GeneratorFigures { bound: generator_cpu > report::GENERATOR_BOUND_CPU_PERCENT * cores, ..GeneratorFigures::new(generator_cpu) };
         let totals = report::summarize_step(&detail, &mut all_latency);
         steps.push(StepReport { subscribers: subscribers.len() as u32, server, generator, subscribers_detail: detail, totals });
         counted.push(step_counted);

@@ -101,6 +101,7 @@ mod serial {
             assert!(s.received_kbps > 100.0, "something got through: {s:?}");
             assert!(s.received_kbps <= 303.0, "under the 300 kbit/s cap: {s:?}");
             assert!(s.frame_loss > 0.2, "an 800 kbit/s stream cannot fit: {s:?}");
+            assert!(s.freezes >= 1, "and the viewer sees it freeze: {s:?}");
         }
     }
 
