@@ -20,6 +20,7 @@ use tongxin_common::rooms::RoomEvent;
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
 
 use crate::rooms::{Participant, ParticipantKind, Signal};
+use crate::sdp::{self, first_line, usable_media};
 use crate::signal::TrackId;
 use crate::{keyframe, stun};
 
@@ -419,11 +420,12 @@ impl Sfu {
 
     fn add_peer(&mut self, now: Instant, grant: &JoinGrant, offer: &str, role: Role, publishing: bool) -> Result<Session, SfuError> {
         // A player sends nothing: whatever it offers to send is refused in the answer.
-        let offer = if publishing { offer.to_owned() } else { receive_only(offer) };
+        let offer = if publishing { offer.to_owned() } else { sdp::receive_only(offer) };
         let offer = SdpOffer::from_sdp_string(&offer).map_err(|e| SfuError::BadSdp(first_line(&e.to_string())))?;
         let mut rtc = self.new_rtc(now, &grant.room);
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::UnusableSdp(first_line(&e.to_string())))?;
-        let answer = answer.to_sdp_string();
+        // A publisher is asked for speech-sized Opus with DTX and FEC (weak links, RFC 7587).
+        let answer = if publishing { sdp::tune_opus(&answer.to_sdp_string()) } else { answer.to_sdp_string() };
         let usable = usable_media(&rtc, &answer, publishing);
         if usable.is_empty() {
             let want = if publishing { "sendonly" } else { "recvonly" };
@@ -969,56 +971,6 @@ fn publisher_wallclock(
     }
 }
 
-/// The offer of a player with every sending direction turned off (`sendrecv` → `recvonly`,
-/// `sendonly` → `inactive`), so the answer never accepts media from it.
-fn receive_only(offer: &str) -> String {
-    offer
-        .split_inclusive('\n')
-        .map(|line| match line.trim_end() {
-            "a=sendrecv" => line.replacen("a=sendrecv", "a=recvonly", 1),
-            "a=sendonly" => line.replacen("a=sendonly", "a=inactive", 1),
-            _ => line.to_owned(),
-        })
-        .collect()
-}
-
-/// The `(mid, kind)` of the answered audio/video m-lines that can carry media the wanted way.
-pub(crate) fn usable_media(rtc: &Rtc, answer: &str, publishing: bool) -> Vec<(Mid, MediaKind)> {
-    let mut usable = Vec::new();
-    for (mid, kind) in media_lines(answer) {
-        let Some(media) = rtc.media(mid) else { continue };
-        let sends = media.direction().is_sending();
-        let receives = media.direction().is_receiving();
-        if media.disabled() || media.remote_pts().is_empty() || (publishing && !receives) || (!publishing && !sends) {
-            continue;
-        }
-        usable.push((mid, kind));
-    }
-    usable
-}
-
-pub(crate) fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).chars().take(200).collect()
-}
-
-/// The `(mid, kind)` of each audio/video m-line of an SDP, in order.
-fn media_lines(sdp: &str) -> Vec<(Mid, MediaKind)> {
-    let mut out = Vec::new();
-    let mut kind = None;
-    for line in sdp.lines() {
-        if let Some(rest) = line.strip_prefix("m=") {
-            kind = match rest.split(' ').next() {
-                Some("audio") => Some(MediaKind::Audio),
-                Some("video") => Some(MediaKind::Video),
-                _ => None,
-            };
-        } else if let (Some(k), Some(mid)) = (kind, line.strip_prefix("a=mid:")) {
-            out.push((Mid::from(mid.trim()), k));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1041,14 +993,5 @@ mod tests {
         assert_eq!(before, t0 + Duration::from_secs(1));
         // No report yet: arrival time.
         assert_eq!(publisher_wallclock(None, None, 1, 90_000, t0), t0);
-    }
-
-    #[test]
-    fn media_lines_are_read_in_order() {
-        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 108\r\na=mid:1\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
-        let lines = media_lines(sdp);
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0].1, MediaKind::Audio);
-        assert_eq!(lines[1].1, MediaKind::Video);
     }
 }

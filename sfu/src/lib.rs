@@ -7,6 +7,7 @@ pub mod http;
 mod keyframe;
 pub mod layers;
 mod rooms;
+mod sdp;
 pub mod shell;
 pub mod signal;
 mod simulcast;

@@ -9,7 +9,8 @@ use str0m::media::{Direction, MediaKind, Mid};
 use tongxin_common::rooms::{LeaveReason, TrackSource};
 use tongxin_common::{Identity, JoinGrant, RoomName};
 
-use crate::core::{RemoveReason, Role, Sfu, TrackOut, first_line, usable_media};
+use crate::core::{RemoveReason, Role, Sfu, TrackOut};
+use crate::sdp::{first_line, usable_media};
 use crate::signal::{ClientMessage, ConnId, ParticipantView, PcTarget, PublishTrack, RoomView, ServerMessage, TrackId, TrackView};
 
 use super::{Participant, ParticipantKind, Refusal, Signal, Track, bind_tracks, new_credential, out_map, source_fits};
@@ -347,7 +348,8 @@ impl Sfu {
             .participant(room, identity)
             .map(|p| p.tracks.iter().filter_map(|t| t.mid.map(|m| (m.to_string(), t.id))).collect::<BTreeMap<_, _>>())
             .unwrap_or_default();
-        self.send(conn, ServerMessage::PublishAnswer { sdp: answer, tracks: answer_tracks });
+        let sdp = crate::sdp::tune_opus(&answer);
+        self.send(conn, ServerMessage::PublishAnswer { sdp, tracks: answer_tracks });
         for track in unpublished {
             self.announce(room, identity, ServerMessage::TrackUnpublished { participant: identity.clone(), track });
         }

@@ -207,3 +207,20 @@ async fn services_see_room_events_and_drive_rooms_through_room_control() {
     assert_eq!(control.close_room(&room).await, Err(RoomError::NoSuchRoom));
     assert!(control.rooms().await.is_empty());
 }
+
+#[tokio::test]
+async fn publishers_are_asked_for_speech_sized_opus_with_dtx_and_fec() {
+    let server = TestServer::start().await;
+    let teacher = server.token("r1", "teacher", RoomRole::Teacher, true, false);
+    let (status, _, answer) = server.post_offer("/whip/r1", &teacher, &publish_offer()).await;
+    assert_eq!(status, 201);
+    let opus_fmtp: Vec<&str> = answer.lines().filter(|l| l.starts_with("a=fmtp:") && l.contains("useinbandfec")).collect();
+    assert!(!opus_fmtp.is_empty(), "{answer}");
+    for line in opus_fmtp {
+        assert!(line.contains("usedtx=1") && line.contains("maxaveragebitrate=24000"), "{line}");
+    }
+    let viewer = server.token("r1", "viewer", RoomRole::Student, false, true);
+    let (status, _, answer) = server.post_offer("/whep/r1", &viewer, &offer(RtcConfig::new(), Direction::RecvOnly)).await;
+    assert_eq!(status, 201);
+    assert!(!answer.contains("maxaveragebitrate"), "a player's answer leaves its own decoding alone: {answer}");
+}
