@@ -209,6 +209,8 @@ pub(crate) struct TrackOut {
     waiting_for_keyframe: bool,
     /// The simulcast layer this m-line should carry (switched to at its next keyframe).
     pub(crate) target: Option<Rid>,
+    /// The highest layer the subscriber wants here (index from the lowest), if it said.
+    pub(crate) max_layer: Option<usize>,
     pub(crate) selector: crate::layers::LayerSelector,
 }
 
@@ -225,6 +227,7 @@ impl TrackOut {
             last_ts: 0,
             waiting_for_keyframe: kind == MediaKind::Video,
             target: None,
+            max_layer: None,
             selector: crate::layers::LayerSelector::default(),
         }
     }

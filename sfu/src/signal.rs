@@ -117,6 +117,13 @@ pub enum ClientMessage {
         /// Muted or not.
         muted: bool,
     },
+    /// The highest simulcast layer wanted for one track (a small tile needs no 720p).
+    VideoQuality {
+        /// Which track.
+        track: TrackId,
+        /// `low`, `medium` or `high` (the default).
+        max: VideoQuality,
+    },
     /// The most the client wants to receive, kbit/s (`null`: no cap of its own).
     Budget {
         /// The cap.
@@ -139,9 +146,33 @@ impl ClientMessage {
             ClientMessage::Subscribe { .. } => "subscribe",
             ClientMessage::Unsubscribe { .. } => "unsubscribe",
             ClientMessage::Mute { .. } => "mute",
+            ClientMessage::VideoQuality { .. } => "video_quality",
             ClientMessage::Budget { .. } => "budget",
             ClientMessage::Leave => "leave",
             ClientMessage::Ping => "ping",
+        }
+    }
+}
+
+/// How good a simulcast track's picture may get, lowest layer first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoQuality {
+    /// The lowest layer.
+    Low,
+    /// Up to the middle layer.
+    Medium,
+    /// Any layer.
+    High,
+}
+
+impl VideoQuality {
+    /// The highest layer index allowed (`None`: no limit).
+    pub fn max_layer(self) -> Option<usize> {
+        match self {
+            VideoQuality::Low => Some(0),
+            VideoQuality::Medium => Some(1),
+            VideoQuality::High => None,
         }
     }
 }
@@ -361,6 +392,7 @@ mod tests {
             ClientMessage::Unsubscribe { tracks: vec![] },
             ClientMessage::Mute { source: TrackSource::Camera, muted: true },
             ClientMessage::Budget { kbps: Some(150) },
+            ClientMessage::VideoQuality { track: TrackId(3), max: VideoQuality::Low },
             ClientMessage::Leave,
             ClientMessage::Ping,
         ];

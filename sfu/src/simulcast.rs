@@ -82,7 +82,7 @@ impl Sfu {
             let share = budget.map(|b| ((b - AUDIO_RESERVE_BPS * audio as f64) / video as f64).max(0.0));
             for out in outs.iter_mut() {
                 let Some(layers) = layered(out) else { continue };
-                let Some(index) = out.selector.choose(now, &layers.rates, share, None) else { continue };
+                let Some(index) = out.selector.choose(now, &layers.rates, share, out.max_layer) else { continue };
                 let rid = layers.rids[index];
                 if out.target != Some(rid) {
                     out.target = Some(rid);

@@ -224,6 +224,20 @@ impl Sfu {
             ClientMessage::Mute { source, muted } => {
                 self.set_muted(now, &room, &identity, source, muted).map_err(|_| Refusal::new("unknown_track", "you publish no such track"))
             }
+            ClientMessage::VideoQuality { track, max } => {
+                let pc = self.participant(&room, &identity).and_then(|p| p.subscriber);
+                let out = pc.and_then(|pc| self.peers.get_mut(&pc)).and_then(|peer| match &mut peer.role {
+                    Role::Downstream { outs, .. } => outs.iter_mut().find(|o| o.track == Some(track)),
+                    _ => None,
+                });
+                match out {
+                    Some(out) => {
+                        out.max_layer = max.max_layer();
+                        Ok(())
+                    }
+                    None => Err(Refusal::new("unknown_track", format!("you receive no track t{}", track.0))),
+                }
+            }
             ClientMessage::Budget { kbps } => match kbps {
                 Some(k) if !(16..=100_000).contains(&k) => Err(Refusal::new("bad_message", "a budget is 16 to 100000 kbit/s, or null")),
                 _ => {

@@ -12,7 +12,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tongxin_common::rooms::{LeaveReason, RoomEvent};
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
 use tongxin_sfu::core::RemoveReason;
-use tongxin_sfu::signal::{ClientMessage, ConnId, ServerMessage};
+use tongxin_sfu::signal::{ClientMessage, ConnId, ServerMessage, VideoQuality};
 use tongxin_sfu::{PeerId, Sfu, SfuConfig, SfuError, SfuEvent, Signal};
 
 const SERVER: &str = "127.0.0.1:7882";
@@ -691,6 +691,22 @@ fn a_simulcast_publisher_reaches_each_subscriber_on_one_layer_that_fits_its_budg
     net.sfu.client_message(net.now, ConnId(2), ClientMessage::Budget { kbps: Some(200) });
     stream(&mut net, 5);
     assert_eq!(runs(&net, mark), [2, 1], "200 kbit/s less 40 for audio carries the middle layer, not the top");
+
+    // A small tile asks for the lowest layer whatever the budget.
+    let video_track = net
+        .messages(2)
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMessage::Offer { tracks, .. } => tracks.values().next().copied(),
+            _ => None,
+        })
+        .expect("the camera's track id");
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::Budget { kbps: Some(5000) });
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::VideoQuality { track: video_track, max: VideoQuality::Low });
+    let mark = net.clients[b].video_frames.len();
+    stream(&mut net, 5);
+    assert_eq!(runs(&net, mark), [1, 0], "video_quality low caps the layer below what the budget allows");
     let errors: Vec<_> = net.messages(2).into_iter().filter(|m| matches!(m, ServerMessage::Error { .. })).collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
