@@ -1,5 +1,7 @@
-//! Tongxin's media path: a sans-IO selective forwarding unit on str0m ([`core`]), the UDP shell
-//! that runs it ([`shell`]), and the WHIP/WHEP endpoints ([`http`]).
+//! Tongxin's media path: a sans-IO selective forwarding unit on str0m ([`core`]) with its rooms,
+//! participants and simulcast layers, the UDP shell that runs it ([`shell`], which also implements
+//! `RoomControl`), the room signalling protocol ([`signal`], served by [`ws`] at `/api/v1/rtc`),
+//! and the WHIP/WHEP endpoints ([`http`]).
 #![forbid(unsafe_code)]
 
 pub mod core;
