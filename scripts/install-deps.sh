@@ -15,6 +15,7 @@ build_pkgs=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
+  poppler-utils tzdata
 )
 test_pkgs=(
   chromium chromium-driver fonts-liberation fonts-noto-cjk fonts-noto-core

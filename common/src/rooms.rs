@@ -26,6 +26,28 @@ pub struct Permissions {
     pub publish_data: bool,
 }
 
+/// Who receives a participant's tracks. A lesson keeps a remote classroom's camera for the
+/// teacher until the teacher brings that classroom on stage.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "roles", rename_all = "snake_case")]
+pub enum Audience {
+    /// Everyone who may subscribe (the default).
+    #[default]
+    Everyone,
+    /// Only participants with one of these room roles.
+    Roles(Vec<RoomRole>),
+}
+
+impl Audience {
+    /// Whether a participant with `role` receives tracks this audience covers.
+    pub fn admits(&self, role: RoomRole) -> bool {
+        match self {
+            Audience::Everyone => true,
+            Audience::Roles(roles) => roles.contains(&role),
+        }
+    }
+}
+
 /// What a track carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -258,6 +280,10 @@ pub trait RoomControl: Send + Sync {
         source: TrackSource,
         muted: bool,
     ) -> BoxFuture<'a, Result<(), RoomError>>;
+    /// Sets who receives a participant's tracks, from now on and across its rejoins, whether or
+    /// not it is in the room yet (a service sets it up before anyone joins). Participants left
+    /// out stop receiving at once; those let in get the tracks offered.
+    fn set_audience<'a>(&'a self, room: &'a RoomName, identity: &'a Identity, audience: Audience) -> BoxFuture<'a, Result<(), RoomError>>;
     /// Sends a JSON object to everyone in the room over the data channel (`from` is `null`).
     fn send_data<'a>(&'a self, room: &'a RoomName, message: serde_json::Value) -> BoxFuture<'a, Result<(), RoomError>>;
     /// Every room and who is in it.
@@ -279,6 +305,15 @@ mod tests {
         assert_eq!(QualityRating::from_figures(0.01, Some(450)), QualityRating::Fair);
         assert_eq!(QualityRating::from_figures(0.2, Some(40)), QualityRating::Poor);
         assert_eq!(QualityRating::from_figures(0.0, Some(900)), QualityRating::Poor);
+    }
+
+    #[test]
+    fn an_audience_admits_its_roles() {
+        assert!(Audience::Everyone.admits(RoomRole::Student));
+        let teacher_only = Audience::Roles(vec![RoomRole::Teacher, RoomRole::Observer]);
+        assert!(teacher_only.admits(RoomRole::Teacher) && teacher_only.admits(RoomRole::Observer));
+        assert!(!teacher_only.admits(RoomRole::Student) && !teacher_only.admits(RoomRole::Classroom));
+        assert_eq!(serde_json::to_value(&teacher_only).unwrap(), serde_json::json!({"kind": "roles", "roles": ["teacher", "observer"]}));
     }
 
     #[test]

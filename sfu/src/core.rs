@@ -16,7 +16,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
-use tongxin_common::rooms::RoomEvent;
+use tongxin_common::rooms::{Audience, RoomEvent};
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
 
 use crate::rooms::{Participant, ParticipantKind, Signal};
@@ -285,6 +285,15 @@ pub(crate) struct Room {
     pub(crate) empty_since: Option<Instant>,
     /// The speakers last announced.
     pub(crate) speakers: Vec<Identity>,
+    /// Who receives whose tracks, where a service narrowed it (absent: everyone).
+    pub(crate) audiences: HashMap<Identity, Audience>,
+}
+
+impl Room {
+    /// Whether a participant with room role `viewer` receives `owner`'s tracks.
+    pub(crate) fn admits(&self, owner: &Identity, viewer: RoomRole) -> bool {
+        self.audiences.get(owner).is_none_or(|a| a.admits(viewer))
+    }
 }
 
 /// What a publish or subscribe produced.
@@ -396,23 +405,24 @@ impl Sfu {
         if !grant.can_subscribe {
             return Err(SfuError::NotAllowed("this token does not allow subscribing"));
         }
-        let source = self.pick_publisher(&grant.room, target.as_ref()).ok_or(SfuError::NoPublisher)?;
+        let source = self.pick_publisher(&grant.room, target.as_ref(), grant.role).ok_or(SfuError::NoPublisher)?;
         self.check_capacity(&grant.room, &grant.identity)?;
-        let role = Role::Subscriber { target, source: None, outs: Vec::new() };
+        let role = Role::Subscriber { target: target.clone(), source: None, outs: Vec::new() };
         let session = self.add_peer(now, grant, offer, role, false)?;
         self.rooms.entry(grant.room.clone()).or_default().subscribers.insert(session.peer);
         self.replace_participant(now, &grant.room, &grant.identity);
         self.add_session_participant(now, grant, ParticipantKind::Whep, session.peer);
         // Replacing may have moved the publisher; pick again.
-        if let Some(source) = self.pick_publisher(&grant.room, None).or(Some(source)) {
+        if let Some(source) = self.pick_publisher(&grant.room, target.as_ref(), grant.role).or(Some(source)) {
             self.attach(now, session.peer, source);
         }
         Ok(session)
     }
 
-    fn pick_publisher(&self, room: &RoomName, target: Option<&Identity>) -> Option<PeerId> {
+    fn pick_publisher(&self, room: &RoomName, target: Option<&Identity>, viewer: RoomRole) -> Option<PeerId> {
         let room = self.rooms.get(room)?;
         let live = room.publishers.iter().copied().filter_map(|id| self.peers.get(&id).map(|p| (id, p)));
+        let live = live.filter(|(_, p)| room.admits(&p.identity, viewer));
         let live: Vec<(PeerId, &Peer)> = live.collect();
         match target {
             Some(t) => live.iter().rev().find(|(_, p)| &p.identity == t).map(|(id, _)| *id),
@@ -504,21 +514,39 @@ impl Sfu {
         id
     }
 
-    /// Points subscribers whose publisher is gone (or who wait for a named one) at a live one.
-    fn attach_waiting_subscribers(&mut self, now: Instant, room: &RoomName) {
+    /// Points subscribers whose publisher is gone (or who wait for a named one, or may no longer
+    /// receive theirs) at a live one they may receive.
+    pub(crate) fn attach_waiting_subscribers(&mut self, now: Instant, room: &RoomName) {
         let Some(r) = self.rooms.get(room) else { return };
         let subs: Vec<PeerId> = r.subscribers.iter().copied().collect();
         for sub in subs {
-            let (source, target) = match self.peers.get(&sub).map(|p| &p.role) {
-                Some(Role::Subscriber { source, target, .. }) => (*source, target.clone()),
+            let (source, target, viewer) = match self.peers.get(&sub) {
+                Some(Peer { role: Role::Subscriber { source, target, .. }, room_role, .. }) => (*source, target.clone(), *room_role),
                 _ => continue,
             };
-            let live_source = source.filter(|s| self.peers.contains_key(s));
-            let wanted = self.pick_publisher(room, target.as_ref());
+            let admitted = |s: &PeerId| {
+                let owner = self.peers.get(s);
+                owner.is_some_and(|p| self.rooms.get(room).is_some_and(|r| r.admits(&p.identity, viewer)))
+            };
+            let live_source = source.filter(admitted);
+            if source.is_some() && live_source.is_none() {
+                self.detach(sub);
+            }
+            let wanted = self.pick_publisher(room, target.as_ref(), viewer);
             if let Some(w) = wanted
                 && (live_source.is_none() || (target.is_some() && wanted != live_source))
             {
                 self.attach(now, sub, w);
+            }
+        }
+    }
+
+    /// Stops a WHEP subscriber's forwarding until it is attached again.
+    fn detach(&mut self, sub: PeerId) {
+        if let Some(Peer { role: Role::Subscriber { source, outs, .. }, .. }) = self.peers.get_mut(&sub) {
+            *source = None;
+            for out in outs.iter_mut() {
+                out.source = None;
             }
         }
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tongxin_common::rooms::{BoxFuture, Permissions, RoomControl, RoomError, RoomEvent, RoomInfo, TrackSource};
+use tongxin_common::rooms::{Audience, BoxFuture, Permissions, RoomControl, RoomError, RoomEvent, RoomInfo, TrackSource};
 use tongxin_common::{Identity, JoinGrant, RoomName};
 
 use crate::core::{CodecPolicy, PeerId, Session, Sfu, SfuConfig, SfuError, SfuEvent};
@@ -38,6 +38,7 @@ enum RoomOp {
     Remove(RoomName, Identity, Reply<Result<(), RoomError>>),
     Mute(RoomName, Identity, TrackSource, bool, Reply<Result<(), RoomError>>),
     Data(RoomName, serde_json::Value, Reply<Result<(), RoomError>>),
+    Audience(RoomName, Identity, Audience, Reply<Result<(), RoomError>>),
     Rooms(Reply<Vec<RoomInfo>>),
 }
 
@@ -254,6 +255,10 @@ impl RoomControl for MediaServer {
         Box::pin(self.room_op(move |r| RoomOp::Mute(room.clone(), identity.clone(), source, muted, r), Err(RoomError::Unavailable)))
     }
 
+    fn set_audience<'a>(&'a self, room: &'a RoomName, identity: &'a Identity, audience: Audience) -> BoxFuture<'a, Result<(), RoomError>> {
+        Box::pin(self.room_op(move |r| RoomOp::Audience(room.clone(), identity.clone(), audience, r), Err(RoomError::Unavailable)))
+    }
+
     fn send_data<'a>(&'a self, room: &'a RoomName, message: serde_json::Value) -> BoxFuture<'a, Result<(), RoomError>> {
         Box::pin(self.room_op(move |r| RoomOp::Data(room.clone(), message, r), Err(RoomError::Unavailable)))
     }
@@ -282,6 +287,7 @@ fn room_op(sfu: &mut Sfu, now: Instant, op: RoomOp) {
         RoomOp::Remove(room, identity, reply) => drop(reply.send(sfu.remove_participant(now, &room, &identity))),
         RoomOp::Mute(room, identity, source, muted, reply) => drop(reply.send(sfu.set_muted(now, &room, &identity, source, muted))),
         RoomOp::Data(room, message, reply) => drop(reply.send(sfu.send_data(now, &room, message))),
+        RoomOp::Audience(room, identity, audience, reply) => drop(reply.send(sfu.set_audience(now, &room, &identity, audience))),
         RoomOp::Rooms(reply) => drop(reply.send(sfu.room_infos())),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod classroom;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -52,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .merge(tokens::router())
         .merge(stream_keys::router())
         .merge(rooms::router())
+        .merge(classroom::router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this endpoint".into()) });
     let whip = match &state.media {

@@ -5,6 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::classroom::{live, manage};
 use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens};
 
 /// The API description.
@@ -18,14 +19,25 @@ use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens};
         stream_keys::create, stream_keys::list, stream_keys::revoke,
         rooms::list_rooms,
         ops::healthz, ops::readyz, ops::metrics,
+        manage::list_schools, manage::create_school, manage::get_school, manage::update_school,
+        manage::list_sites, manage::create_site, manage::get_site, manage::update_site,
+        manage::list_courses, manage::create_course, manage::get_course,
+        manage::list_students, manage::create_student,
+        manage::course_students, manage::enroll, manage::unenroll, manage::create_link, manage::revoke_link,
+        manage::list_lessons, manage::create_lessons, manage::get_lesson, manage::cancel_lesson,
+        live::join_lesson, live::join_by_link,
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    components(schemas(error::ErrorBody, error::ErrorDetail,
+        manage::School, manage::Site, manage::Course, manage::Student, manage::LinkInfo, manage::EnrolledStudent, manage::CreatedLink,
+        manage::Lesson, manage::CreateSchool, manage::UpdateSchool, manage::CreateSite, manage::UpdateSite, manage::CreateCourse,
+        manage::CreateStudent, manage::EnrollStudent, manage::RepeatRequest, manage::CreateLessons, live::LessonJoin, live::SiteName)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Logging in and the current user"),
         (name = "admin", description = "Account administration"),
         (name = "tokens", description = "Join tokens for rooms"),
         (name = "ops", description = "Health and metrics"),
+        (name = "classroom", description = "Schools, classroom sites, courses, students and lessons"),
     )
 )]
 pub struct ApiDoc;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use base64::Engine as _;
+use tongxin_classroom::store::ClassroomStore;
 use tongxin_common::{Clock, Db, TokenKey};
 
 use crate::accounts::AccountStore;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub db: Db,
     /// Accounts and sessions.
     pub accounts: AccountStore,
+    /// Schools, sites, courses, students and lessons.
+    pub classroom: ClassroomStore,
     /// Signs and verifies join tokens.
     pub token_key: Arc<TokenKey>,
     /// Counters for `/metrics`.
@@ -50,6 +53,7 @@ impl AppState {
         AppState {
             config: Arc::new(config),
             accounts: AccountStore::new(db.clone()),
+            classroom: ClassroomStore::new(db.clone()),
             db,
             token_key: Arc::new(token_key),
             metrics: Arc::new(Metrics::new()),
@@ -79,6 +83,9 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
 /// Applies every crate's migrations.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     db.migrate(migrator(), MIGRATIONS_TABLE).await.context("database migration failed")?;
+    db.migrate(tongxin_classroom::store::migrator(), tongxin_classroom::store::MIGRATIONS_TABLE)
+        .await
+        .context("classroom database migration failed")?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 import { api, ApiError } from './api.js';
 import { LOCALES, initialLocale, locale, setLocale, t } from './i18n.js';
 import { roomsView } from './rooms.js';
+import { classroomView, courseView, homeCards } from './classroom.js';
 
 const app = document.getElementById('app');
 let me = null;
@@ -59,10 +60,14 @@ async function changeLocale(tag) {
 
 // ---- routing ---------------------------------------------------------------------------
 
+// One course's page (classroom.js): its students, links and lessons.
+const COURSE_PAGE = /^\/classroom\/course\/([^/]+)\/?$/;
+
 const ROUTES = {
   '/': homeView,
   '/admin/users': usersView,
   '/admin/rooms': roomsView,
+  '/classroom': () => classroomView(me),
   '/settings': settingsView,
 };
 
@@ -79,6 +84,18 @@ document.addEventListener('click', (ev) => {
 
 // A room page needs no login: the join token in the link is the credential.
 const isRoomPage = () => location.pathname.startsWith('/room/');
+// Live lessons (lesson.js): a student's link /l/{secret} needs no login (the secret is the
+// credential); /lesson/{id} joins with the account; /lesson/{id}/attendance is a report.
+const isLessonLink = () => location.pathname.startsWith('/l/');
+const LESSON_PAGE = /^\/lesson\/([^/]+)\/?$/;
+const ATTENDANCE_PAGE = /^\/lesson\/([^/]+)\/attendance\/?$/;
+
+function showLessonPage() {
+  import('./lesson.js').then((m) => {
+    m.showLesson(app, me);
+    countRender();
+  }, (e) => console.error('cannot load the lesson page', e));
+}
 
 function render() {
   if (isRoomPage()) {
@@ -88,8 +105,20 @@ function render() {
     }, (e) => console.error('cannot load the room page', e));
     return;
   }
+  if (isLessonLink() || (me && LESSON_PAGE.test(location.pathname))) {
+    showLessonPage();
+    return;
+  }
+  const attendance = ATTENDANCE_PAGE.exec(location.pathname);
   if (!me) {
     app.replaceChildren(loginView());
+  } else if (attendance) {
+    const main = h('div');
+    app.replaceChildren(shell(location.pathname, main));
+    import('./lesson.js').then((m) => m.showAttendance(main, decodeURIComponent(attendance[1])),
+      (e) => console.error('cannot load the attendance page', e));
+  } else if (COURSE_PAGE.test(location.pathname)) {
+    app.replaceChildren(shell('/classroom', courseView(me, decodeURIComponent(COURSE_PAGE.exec(location.pathname)[1]))));
   } else {
     const path = location.pathname in ROUTES ? location.pathname : '/';
     app.replaceChildren(shell(path, ROUTES[path]()));
@@ -112,6 +141,7 @@ function navLink(path, key, current) {
 function shell(path, content) {
   const links = [navLink('/', 'nav.home', path)];
   if (me.role === 'admin') links.push(navLink('/admin/users', 'nav.users', path), navLink('/admin/rooms', 'nav.rooms', path));
+  if (me.role === 'admin' || me.role === 'organizer') links.push(navLink('/classroom', 'nav.classroom', path));
   links.push(navLink('/settings', 'nav.settings', path));
   const nav = h('nav.nav', { 'aria-label': t('nav.label') },
     h('div.brand', {}, h('img', { src: '/icon.svg', alt: '' }), h('span', { text: t('app.name') })),
@@ -172,6 +202,7 @@ function homeView() {
     cards.push(h('a.card', { href: '/admin/users', 'data-nav': true },
       h('h3', { text: t('nav.users') }), h('p.muted', { text: t('home.card.users') })));
   }
+  cards.push(...homeCards(me));
   cards.push(h('a.card', { href: '/settings', 'data-nav': true },
     h('h3', { text: t('nav.settings') }), h('p.muted', { text: t('home.card.settings') })));
   return h('section', { 'data-role': me.role },
@@ -287,7 +318,7 @@ function settingsView() {
 
 async function start() {
   await setLocale(initialLocale());
-  if (isRoomPage()) {
+  if (isRoomPage() || isLessonLink()) {
     render();
     return;
   }

@@ -83,6 +83,8 @@ function normalize(p) {
 //   speakers     the Set of identities speaking now
 //   quality      {identity, quality} of a participant, ourselves included
 //   chat         {from, text}: a chat line from someone else (`from` null for a service)
+//   data         a data channel message (the JSON object) from a service (`from` null) that is
+//                not a chat line, e.g. a lesson's {"type": "lesson_state", …}
 //   error        {code}: a server error that leaves the session running, or `publish_failed`
 //   change       local media, publishing, permissions, the participant count or the data
 //                channel changed
@@ -118,6 +120,9 @@ export class RoomClient {
     this.timers = new Set();
     this.pingTimer = null;
     this.budget = loadBudget(); // kbit/s or null, sent after every `joined`
+    // The camera's RTCRtpEncodingParameters (maxBitrate, maxFramerate, scaleResolutionDownBy);
+    // a lesson's classroom terminal sends small until it is brought on stage.
+    this.cameraEncoding = { maxBitrate: CAMERA_KBPS * 1000 };
     // Bytes per peer connection this page ever had, so a resume's new connections add to the
     // total; the slot of a connection survives its closing without keeping it alive.
     this.usage = { bytes: [], slot: new WeakMap() };
@@ -170,6 +175,14 @@ export class RoomClient {
 
   forgetResume() {
     localStorage.removeItem(resumeKey(this.room));
+  }
+
+  // A fresh join token for the same room and identity (the old one is about to expire): later
+  // reconnects use it, and still resume the same participant.
+  setToken(token) {
+    const stored = this.storedResume();
+    this.token = token;
+    if (stored) localStorage.setItem(resumeKey(this.room), JSON.stringify({ token, resume: stored }));
   }
 
   // ---- camera and microphone -------------------------------------------------------------
@@ -453,6 +466,7 @@ export class RoomClient {
       }
       const body = m && m.message;
       if (body && body.kind === 'chat' && typeof body.text === 'string') this.emit('chat', { from: m.from ?? null, text: body.text });
+      else if ((m.from ?? null) === null && body && typeof body === 'object' && !Array.isArray(body)) this.emit('data', body);
     };
     update();
   }
@@ -477,12 +491,32 @@ export class RoomClient {
     const video = stream.getVideoTracks()[0];
     if (audio) this.tx.microphone = pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
     if (video) {
-      this.tx.camera = pc.addTransceiver(video, { direction: 'sendonly', streams: [stream], sendEncodings: [{ maxBitrate: CAMERA_KBPS * 1000 }] });
+      this.tx.camera = pc.addTransceiver(video, { direction: 'sendonly', streams: [stream], sendEncodings: [{ ...this.cameraEncoding }] });
       preferH264(this.tx.camera);
     }
     if (this.local.screen) this.addScreen(this.local.screen.getVideoTracks()[0]);
     this.emit('change');
     this.negotiatePublish();
+  }
+
+  // Changes how the camera is sent ({maxBitrate, maxFramerate, scaleResolutionDownBy}; what is
+  // left out goes back to the default), now when publishing and on every later publish.
+  async setCameraEncoding(encoding) {
+    this.cameraEncoding = { maxBitrate: CAMERA_KBPS * 1000, ...encoding };
+    const sender = this.tx.camera && this.tx.camera.sender;
+    if (!sender || !sender.track) return;
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) return; // not negotiated yet: sendEncodings apply
+    const enc = params.encodings[0];
+    for (const key of ['maxBitrate', 'maxFramerate', 'scaleResolutionDownBy']) {
+      if (this.cameraEncoding[key] === undefined) delete enc[key]; else enc[key] = this.cameraEncoding[key];
+    }
+    if (enc.scaleResolutionDownBy === undefined) enc.scaleResolutionDownBy = 1;
+    try {
+      await sender.setParameters(params);
+    } catch (e) {
+      console.warn('camera encoding not applied', e);
+    }
   }
 
   addScreen(track) {

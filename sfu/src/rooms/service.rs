@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use str0m::channel::ChannelData;
 use str0m::media::{KeyframeRequestKind, MediaKind};
-use tongxin_common::rooms::{LeaveReason, ParticipantInfo, Permissions, RoomError, RoomEvent, RoomInfo, TrackInfo, TrackSource};
+use tongxin_common::rooms::{Audience, LeaveReason, ParticipantInfo, Permissions, RoomError, RoomEvent, RoomInfo, TrackInfo, TrackSource};
 use tongxin_common::{Identity, RoomName};
 
 use crate::core::{PeerId, RemoveReason, Role, Sfu};
@@ -137,6 +137,23 @@ impl Sfu {
         }
         let message = ServerMessage::TrackMuted { participant: identity.clone(), track: id, muted };
         self.announce(room, identity, message);
+        Ok(())
+    }
+
+    /// Sets who receives a participant's tracks; everyone else's subscriber connection follows
+    /// at once (tracks taken away stop forwarding before the new offer is even answered).
+    pub fn set_audience(&mut self, now: Instant, room: &RoomName, identity: &Identity, audience: Audience) -> Result<(), RoomError> {
+        let r = self.rooms.get_mut(room).ok_or(RoomError::NoSuchRoom)?;
+        if audience == Audience::Everyone {
+            r.audiences.remove(identity);
+        } else {
+            r.audiences.insert(identity.clone(), audience);
+        }
+        let others: Vec<Identity> = r.participants.keys().filter(|i| *i != identity).cloned().collect();
+        for other in others {
+            self.sync_subscriber(now, room, &other);
+        }
+        self.attach_waiting_subscribers(now, room);
         Ok(())
     }
 

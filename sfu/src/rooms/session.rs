@@ -111,7 +111,7 @@ impl Sfu {
         let mut wanted: Vec<(TrackId, MediaKind, u64)> = r
             .participants
             .values()
-            .filter(|o| &o.identity != identity)
+            .filter(|o| &o.identity != identity && r.admits(&o.identity, p.role))
             .flat_map(|o| o.tracks.iter().map(move |t| (t.id, t.kind, o.sid)))
             .filter(|(id, _, _)| p.subscriptions.contains(id))
             .collect();

@@ -3,6 +3,7 @@
 //! parallel.
 
 mod api;
+mod classroom_manage;
 mod cli;
 mod harness;
 mod rooms;

@@ -478,3 +478,44 @@ async fn without_the_publish_right_nothing_is_received_or_forwarded() {
     player.close().await;
     c.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audience_keeps_a_classroom_for_the_teacher_until_it_is_on_stage() {
+    use tongxin_common::rooms::Audience;
+    let server = TestServer::start().await;
+    server.media.create_room(&room()).await.expect("create_room");
+    // Set before the classroom joins: its camera never reaches the other classroom unasked.
+    let backstage = Audience::Roles(vec![RoomRole::Teacher, RoomRole::Observer]);
+    server.media.set_audience(&room(), &id("classroom:a"), backstage.clone()).await.expect("set_audience");
+
+    let teacher = RoomClient::join(&server, &server.token(ROOM, "teacher:t", RoomRole::Teacher, true, true)).await;
+    let other = RoomClient::join(&server, &server.token(ROOM, "classroom:b", RoomRole::Classroom, true, true)).await;
+    let student = RoomClient::join(&server, &server.token(ROOM, "student:s", RoomRole::Student, false, true)).await;
+    let mut a = RoomClient::join(&server, &server.token(ROOM, "classroom:a", RoomRole::Classroom, true, true)).await;
+    let ids = a.publish().await;
+    let pump = Pump::start(a.publisher(), 0);
+    let camera = ids["camera"].clone();
+
+    teacher.wait_received(&camera, 30).await;
+    for (who, c) in [("the other classroom", &other), ("the student", &student)] {
+        assert!(c.mid_of(&camera).is_none() && c.received(&camera).is_empty(), "{who} got classroom a's camera while off stage");
+    }
+
+    // On stage: everyone receives it.
+    server.media.set_audience(&room(), &id("classroom:a"), Audience::Everyone).await.expect("on stage");
+    other.wait_received(&camera, 30).await;
+    student.wait_received(&camera, 30).await;
+    let (other_mid, student_mid) = (other.mid_of(&camera).unwrap(), student.mid_of(&camera).unwrap());
+
+    // Off stage: forwarding to the others stops at once; the teacher keeps it.
+    server.media.set_audience(&room(), &id("classroom:a"), backstage).await.expect("off stage");
+    assert_forwarding_stopped(&other, &other_mid, &pump, "classroom a went off stage").await;
+    assert_forwarding_stopped(&student, &student_mid, &pump, "classroom a went off stage").await;
+    let before = teacher.received(&camera).len();
+    teacher.wait_received(&camera, before + 10).await;
+
+    pump.stop().await;
+    for c in [&a, &teacher, &other, &student] {
+        c.close().await;
+    }
+}

@@ -1,0 +1,13 @@
+//! Classroom: schools, sites, courses, students and lessons over HTTP, and joining a lesson.
+
+pub mod live;
+pub mod manage;
+
+use axum::Router;
+
+use crate::state::AppState;
+
+/// The routes under `/api/v1`.
+pub fn router() -> Router<AppState> {
+    manage::router().merge(live::router())
+}
