@@ -64,8 +64,10 @@ impl AppState {
     }
 
     /// The state with a running media server, whose WHIP/WHEP routes `app()` then mounts.
+    /// Also starts recording lesson rooms' events for attendance.
     pub fn with_media(mut self, media: tongxin_sfu::MediaServer) -> AppState {
         self.media = Some(media);
+        tokio::spawn(crate::classroom::controls::record_room_events(self.clone()));
         self
     }
 }

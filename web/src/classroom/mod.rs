@@ -1,5 +1,6 @@
 //! Classroom: schools, sites, courses, students and lessons over HTTP, and joining a lesson.
 
+pub mod controls;
 pub mod live;
 pub mod manage;
 
@@ -9,5 +10,5 @@ use crate::state::AppState;
 
 /// The routes under `/api/v1`.
 pub fn router() -> Router<AppState> {
-    manage::router().merge(live::router())
+    manage::router().merge(live::router()).merge(controls::router())
 }

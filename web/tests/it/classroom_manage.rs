@@ -455,3 +455,69 @@ async fn who_may_join_which_lesson_gets_a_grant_for_its_role() {
         assert_eq!(events.len(), 3, "teacher, classroom and student attempts: {events:?}");
     }
 }
+
+#[tokio::test]
+async fn the_teacher_runs_the_lesson_and_gets_its_attendance() {
+    use tongxin_classroom::model::{AttendanceEvent, Attendee, EventKind};
+    for app in TestApp::each().await {
+        let app = app.with_media().await;
+        let f = Fixture::new(&app).await;
+        let id = lesson(&app, &f, "Fractions", &in_minutes(&app, 5), &[&f.site_a, &f.site_b]).await;
+        let path = |tail: &str| format!("/api/v1/lessons/{id}/{tail}");
+        let (status, _) = app.call(Method::POST, &path("join"), Some(&f.li), None).await;
+        assert_eq!(status, StatusCode::OK);
+
+        // Hands queue in order; only a classroom of the lesson raises one.
+        let (status, s) = app.call(Method::PUT, &path("hand"), Some(&f.device_b), Some(json!({"raised": true}))).await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        let (_, s) = app.call(Method::PUT, &path("hand"), Some(&f.device_a), Some(json!({"raised": true}))).await;
+        assert_eq!(s["hands"], json!([f.site_b, f.site_a]), "{s}");
+        let (status, _) = app.call(Method::PUT, &path("hand"), Some(&f.li), Some(json!({"raised": true}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        // On stage lowers its hand; only the teacher stages; a stranger site is named.
+        let (status, _) = app.call(Method::PUT, &path("stage"), Some(&f.device_a), Some(json!({"site_id": f.site_a}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let field = invalid_field(&app, Method::PUT, &path("stage"), &f.li, json!({"site_id": "nope"})).await;
+        assert_eq!(field, "site_id");
+        let (_, s) = app.call(Method::PUT, &path("stage"), Some(&f.li), Some(json!({"site_id": f.site_b}))).await;
+        assert_eq!((&s["stage"], &s["hands"]), (&json!(f.site_b), &json!([f.site_a])), "{s}");
+        let (_, s) = app.call(Method::PUT, &path("chat-lock"), Some(&f.li), Some(json!({"locked": true}))).await;
+        assert_eq!(s["chat_locked"], true);
+        let field = invalid_field(&app, Method::PUT, &path("page"), &f.li, json!({"deck_id": "none", "page": 0})).await;
+        assert_eq!(field, "deck_id");
+        let (_, state) = app.call(Method::GET, &path("state"), Some(&f.device_a), None).await;
+        assert_eq!(state["state"]["stage"], json!(f.site_b), "a rejoining terminal catches up: {state}");
+        let (status, m) = app.call(Method::POST, &path("mute-all"), Some(&f.li), None).await;
+        assert_eq!((status, &m["muted"]), (StatusCode::OK, &json!(0)), "nobody is publishing yet: {m}");
+
+        // Attendance from the log: classroom A came and stayed, B never came.
+        let start = tongxin_common::unix_millis(app.now()) + 5 * 60_000;
+        for (attendee, kind, detail, at) in [
+            (Attendee::Classroom(f.site_a.clone()), EventKind::Joined, None, start - 60_000),
+            (Attendee::Classroom(f.site_a.clone()), EventKind::Left, Some("room_closed"), start + 45 * 60_000),
+        ] {
+            let e = AttendanceEvent { lesson_id: id.clone(), attendee, kind, detail: detail.map(str::to_owned), at };
+            app.state.classroom.record_event(&e).await.unwrap();
+        }
+        app.clock.advance(std::time::Duration::from_secs(60 * 60));
+        let (status, _) = app.call(Method::POST, &path("end"), Some(&f.li), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = app.call(Method::POST, &path("end"), Some(&f.li), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "ending twice");
+        let (status, report) = app.call(Method::GET, &path("attendance"), Some(&f.li), None).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        let status_of = |kind: &str, id: &str| {
+            let r = report["records"].as_array().unwrap().iter().find(|r| r["attendee"]["kind"] == kind && r["attendee"]["id"] == id);
+            r.map(|r| r["status"].as_str().unwrap().to_owned()).unwrap_or_default()
+        };
+        assert_eq!(status_of("classroom", &f.site_a), "present", "{report}");
+        assert_eq!(status_of("classroom", &f.site_b), "absent", "{report}");
+        assert_eq!(status_of("student", &f.students[0]), "absent", "{report}");
+        let (status, _, csv) = app.raw(Method::GET, &path("attendance.csv"), Some(&f.li), None, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(csv.starts_with(b"\xef\xbb\xbfkind,id,status"), "a UTF-8 BOM, then the header");
+        let (status, _) = app.call(Method::GET, &path("attendance"), Some(&f.device_a), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+}
