@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::classroom::{live, manage};
+use crate::classroom::{controls, live, manage};
 use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens};
 
 /// The API description.
@@ -26,11 +26,15 @@ use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens};
         manage::course_students, manage::enroll, manage::unenroll, manage::create_link, manage::revoke_link,
         manage::list_lessons, manage::create_lessons, manage::get_lesson, manage::cancel_lesson,
         live::join_lesson, live::join_by_link,
+        controls::get_state, controls::set_stage, controls::set_hand, controls::lower_hand, controls::set_chat_lock, controls::set_page,
+        controls::mute_all, controls::end_lesson, controls::attendance_json, controls::attendance_csv, controls::set_headcount,
+        controls::upload_deck, controls::slide_page,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail,
         manage::School, manage::Site, manage::Course, manage::Student, manage::LinkInfo, manage::EnrolledStudent, manage::CreatedLink,
         manage::Lesson, manage::CreateSchool, manage::UpdateSchool, manage::CreateSite, manage::UpdateSite, manage::CreateCourse,
-        manage::CreateStudent, manage::EnrollStudent, manage::RepeatRequest, manage::CreateLessons, live::LessonJoin, live::SiteName)),
+        manage::CreateStudent, manage::EnrollStudent, manage::RepeatRequest, manage::CreateLessons, live::LessonJoin, live::SiteName,
+        controls::StageRequest, controls::HandRequest, controls::ChatLockRequest, controls::PageRequest, controls::HeadcountRequest)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Logging in and the current user"),

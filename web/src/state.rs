@@ -33,6 +33,8 @@ pub struct AppState {
     pub throttle: Arc<LoginThrottle>,
     /// The wall clock (manual in tests).
     pub clock: Clock,
+    /// Slide pages, content-addressed files under `<data_dir>/slides`.
+    pub slides: tongxin_classroom::slides::SlideStore,
     /// The media server (WHIP/WHEP), when started.
     pub media: Option<tongxin_sfu::MediaServer>,
 }
@@ -51,7 +53,6 @@ impl AppState {
     /// The state over an already migrated database (tests use this with their own databases).
     pub fn assemble(config: Config, db: Db, token_key: TokenKey, clock: Clock) -> AppState {
         AppState {
-            config: Arc::new(config),
             accounts: AccountStore::new(db.clone()),
             classroom: ClassroomStore::new(db.clone()),
             db,
@@ -59,6 +60,8 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             throttle: Arc::new(LoginThrottle::default()),
             clock,
+            slides: tongxin_classroom::slides::SlideStore::new(config.storage.data_dir.join("slides")),
+            config: Arc::new(config),
             media: None,
         }
     }

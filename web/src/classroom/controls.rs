@@ -5,8 +5,9 @@
 //! Every change to the shared state is saved (a restart loses nothing), versioned, and sent to
 //! everyone in the room over the data channel as `{"type": "lesson_state", "state": {...}}`.
 
-use axum::extract::{Path, State};
-use axum::http::header;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -14,14 +15,16 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 use tongxin_classroom::attendance::{self, Record};
-use tongxin_classroom::model::{AttendanceEvent, Attendee, EventKind, Lesson, LiveState};
+use tongxin_classroom::model::{AttendanceEvent, Attendee, Deck, EventKind, Headcount, Lesson, LiveState, new_id};
 use tongxin_classroom::rules::{self, Timing};
+use tongxin_classroom::slides;
 use tongxin_common::rooms::{Audience, Permissions, RoomControl, RoomEvent, TrackSource};
 use tongxin_common::{RoomRole, unix_millis};
+use utoipa::ToSchema;
 
 use crate::accounts::AccountRole;
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::state::AppState;
 
 /// Changes to live state are read-modify-write; one at a time keeps versions in order.
@@ -40,6 +43,91 @@ pub fn router() -> Router<AppState> {
         .route("/lessons/{id}/end", post(end_lesson))
         .route("/lessons/{id}/attendance", get(attendance_json))
         .route("/lessons/{id}/attendance.csv", get(attendance_csv))
+        .route("/lessons/{id}/headcount", put(set_headcount))
+        .route("/lessons/{id}/decks", post(upload_deck).layer(DefaultBodyLimit::max(slides::MAX_UPLOAD)))
+        .route("/slides/{file}", get(slide_page))
+}
+
+/// `POST /lessons/{id}/decks?title=<file name>` query.
+#[derive(Debug, Deserialize)]
+pub struct DeckQuery {
+    /// The uploaded file's name.
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+/// Uploads a PDF or an image as a deck: pages of 960 px within 40 KiB each, announced to the room
+/// so terminals prefetch them.
+#[utoipa::path(post, path = "/api/v1/lessons/{id}/decks", tag = "classroom", params(("id" = String, Path, description = "The lesson"), ("title" = Option<String>, Query, description = "The file name")), request_body(content = Vec<u8>, content_type = "application/pdf", description = "A PDF, PNG or JPEG"), responses((status = 201, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
+pub async fn upload_deck(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path(id): Path<String>,
+    Query(query): Query<DeckQuery>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let lesson = run_by(&state, &me, &id).await?;
+    let pages = state.slides.ingest(&body).await.map_err(|e| {
+        if e.is_client_error() { ApiError::validation("body", e.to_string()) } else { ApiError::Internal(anyhow::anyhow!("slides: {e}")) }
+    })?;
+    let title: String = query.title.unwrap_or_else(|| "slides".into()).chars().filter(|c| !c.is_control()).take(100).collect();
+    let deck = Deck { id: new_id(), lesson_id: lesson.id.clone(), title, pages, created_at: unix_millis(state.clock.now()) };
+    state.classroom.create_deck(&deck).await?;
+    if let Some(media) = &state.media {
+        let _ = media.send_data(&lesson.room(), json!({"type": "deck_added", "deck": deck})).await;
+    }
+    Ok((StatusCode::CREATED, Json(deck)))
+}
+
+/// A slide page: content-hashed, so cached for good.
+#[utoipa::path(get, path = "/api/v1/slides/{file}", tag = "classroom", params(("file" = String, Path, description = "<sha256>.jpg")), responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn slide_page(State(state): State<AppState>, Path(file): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let path = file.strip_suffix(".jpg").and_then(|hash| state.slides.path(hash));
+    let path = path.ok_or_else(|| ApiError::NotFound("no such slide page".into()))?;
+    let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError::NotFound("no such slide page".into()))?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], bytes))
+}
+
+/// `PUT /lessons/{id}/headcount` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeadcountRequest {
+    /// The classroom.
+    pub site_id: String,
+    /// Pupils in the room (0-500).
+    pub pupils: u32,
+}
+
+/// The assistant (or the terminal, or the teacher) enters how many pupils sit in a classroom.
+#[utoipa::path(put, path = "/api/v1/lessons/{id}/headcount", tag = "classroom", params(("id" = String, Path, description = "The lesson")), request_body = HeadcountRequest, responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
+pub async fn set_headcount(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<HeadcountRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let lesson = lesson_or_404(&state, &id).await?;
+    if !lesson.site_ids.contains(&req.site_id) {
+        return Err(ApiError::validation("site_id", "this classroom does not take part in the lesson"));
+    }
+    if req.pupils > 500 {
+        return Err(ApiError::validation("pupils", "a headcount is 0-500"));
+    }
+    let site = state.classroom.site(&req.site_id).await?.ok_or_else(|| ApiError::validation("site_id", "no such classroom"))?;
+    let me_id = &me.user.id.0;
+    let allowed = site.device_user_id.as_ref() == Some(me_id) || site.assistant_user_ids.contains(me_id) || lesson.teacher_id == *me_id;
+    if !allowed {
+        return Err(ApiError::Forbidden("only this classroom's assistant, terminal or the teacher may count it".into()));
+    }
+    let count = Headcount {
+        lesson_id: lesson.id,
+        site_id: req.site_id,
+        pupils: req.pupils,
+        entered_by: me_id.clone(),
+        at: unix_millis(state.clock.now()),
+    };
+    state.classroom.set_headcount(&count).await?;
+    Ok(Json(count))
 }
 
 fn media(state: &AppState) -> Result<&tongxin_sfu::MediaServer, ApiError> {
@@ -82,6 +170,7 @@ async fn update(state: &AppState, lesson: &Lesson, change: impl FnOnce(&mut Live
 }
 
 /// `GET /lessons/{id}/state`: the live state and decks (anyone who may see the lesson).
+#[utoipa::path(get, path = "/api/v1/lessons/{id}/state", tag = "classroom", params(("id" = String, Path, description = "The lesson")), responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
 pub async fn get_state(State(state): State<AppState>, _me: CurrentUser, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let lesson = lesson_or_404(&state, &id).await?;
     let live = state.classroom.live(&lesson.id).await?.unwrap_or_default();
@@ -90,7 +179,7 @@ pub async fn get_state(State(state): State<AppState>, _me: CurrentUser, Path(id)
 }
 
 /// `PUT /lessons/{id}/stage` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageRequest {
     /// The classroom to bring on stage, or null to clear the stage.
@@ -99,6 +188,7 @@ pub struct StageRequest {
 
 /// Brings a classroom on stage (its audio and full video reach everyone) or takes it off
 /// (forwarding to the others stops at once).
+#[utoipa::path(put, path = "/api/v1/lessons/{id}/stage", tag = "classroom", params(("id" = String, Path, description = "The lesson")), request_body = StageRequest, responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
 pub async fn set_stage(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -129,7 +219,7 @@ pub async fn set_stage(
 }
 
 /// `PUT /lessons/{id}/hand` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandRequest {
     /// Raise or lower.
@@ -140,6 +230,7 @@ pub struct HandRequest {
 }
 
 /// A classroom raises or lowers its hand (its terminal, or its assistant for a pupil).
+#[utoipa::path(put, path = "/api/v1/lessons/{id}/hand", tag = "classroom", params(("id" = String, Path, description = "The lesson")), request_body = HandRequest, responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
 pub async fn set_hand(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -171,6 +262,7 @@ pub async fn set_hand(
 }
 
 /// The teacher lowers a classroom's hand.
+#[utoipa::path(delete, path = "/api/v1/lessons/{id}/hands/{site_id}", tag = "classroom", params(("id" = String, Path, description = "The lesson"), ("site_id" = String, Path, description = "The classroom")), responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
 pub async fn lower_hand(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -181,7 +273,7 @@ pub async fn lower_hand(
 }
 
 /// `PUT /lessons/{id}/chat-lock` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatLockRequest {
     /// Locked: only the teacher may send.
@@ -189,6 +281,7 @@ pub struct ChatLockRequest {
 }
 
 /// Locks or unlocks chat: everyone but the teacher loses (or gets back) the right to send data.
+#[utoipa::path(put, path = "/api/v1/lessons/{id}/chat-lock", tag = "classroom", params(("id" = String, Path, description = "The lesson")), request_body = ChatLockRequest, responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
 pub async fn set_chat_lock(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -211,7 +304,7 @@ pub async fn set_chat_lock(
 }
 
 /// `PUT /lessons/{id}/page` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PageRequest {
     /// The deck.
@@ -221,6 +314,7 @@ pub struct PageRequest {
 }
 
 /// Shows a slide page to everyone.
+#[utoipa::path(put, path = "/api/v1/lessons/{id}/page", tag = "classroom", params(("id" = String, Path, description = "The lesson")), request_body = PageRequest, responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
 pub async fn set_page(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -237,6 +331,7 @@ pub async fn set_page(
 }
 
 /// Mutes every microphone but the teacher's. It never unmutes anyone.
+#[utoipa::path(post, path = "/api/v1/lessons/{id}/mute-all", tag = "classroom", params(("id" = String, Path, description = "The lesson")), responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
 pub async fn mute_all(State(state): State<AppState>, me: CurrentUser, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let lesson = run_by(&state, &me, &id).await?;
     let media = media(&state)?;
@@ -252,6 +347,7 @@ pub async fn mute_all(State(state): State<AppState>, me: CurrentUser, Path(id): 
 }
 
 /// Ends the lesson: everyone is told, disconnected, and the room closes.
+#[utoipa::path(post, path = "/api/v1/lessons/{id}/end", tag = "classroom", params(("id" = String, Path, description = "The lesson")), responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
 pub async fn end_lesson(State(state): State<AppState>, me: CurrentUser, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let lesson = run_by(&state, &me, &id).await?;
     let now = unix_millis(state.clock.now());
@@ -280,6 +376,7 @@ async fn report(state: &AppState, lesson: &Lesson) -> Result<Vec<Record>, ApiErr
 }
 
 /// The attendance of one lesson (its teacher, organizers and admins).
+#[utoipa::path(get, path = "/api/v1/lessons/{id}/attendance", tag = "classroom", params(("id" = String, Path, description = "The lesson")), responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
 pub async fn attendance_json(
     State(state): State<AppState>,
     me: CurrentUser,
@@ -292,6 +389,7 @@ pub async fn attendance_json(
 }
 
 /// The same as CSV with a UTF-8 byte order mark, so Excel on Chinese Windows reads it.
+#[utoipa::path(get, path = "/api/v1/lessons/{id}/attendance.csv", tag = "classroom", params(("id" = String, Path, description = "The lesson")), responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
 pub async fn attendance_csv(State(state): State<AppState>, me: CurrentUser, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let lesson = report_access(&state, &me, &id).await?;
     let records = report(&state, &lesson).await?;

@@ -486,6 +486,25 @@ async fn the_teacher_runs_the_lesson_and_gets_its_attendance() {
         assert_eq!(s["chat_locked"], true);
         let field = invalid_field(&app, Method::PUT, &path("page"), &f.li, json!({"deck_id": "none", "page": 0})).await;
         assert_eq!(field, "deck_id");
+        // Slides: a PDF becomes pages served at immutable content-hashed URLs; a page turn is checked.
+        let (status, _, deck) = app.raw(Method::POST, &path("decks?title=a.pdf"), Some(&f.li), Some(two_page_pdf()), &[]).await;
+        assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&deck));
+        let deck: Value = serde_json::from_slice(&deck).unwrap();
+        assert_eq!(deck["pages"].as_array().map(Vec::len), Some(2), "{deck}");
+        let hash = deck["pages"][1]["hash"].as_str().unwrap();
+        let (status, headers, jpeg) = app.raw(Method::GET, &format!("/api/v1/slides/{hash}.jpg"), None, None, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers["cache-control"].to_str().unwrap().contains("immutable") && jpeg.len() <= 40 * 1024);
+        let (_, s) = app.call(Method::PUT, &path("page"), Some(&f.li), Some(json!({"deck_id": deck["id"], "page": 1}))).await;
+        assert_eq!((&s["deck_id"], &s["page"]), (&deck["id"], &json!(1)), "{s}");
+        let field = invalid_field(&app, Method::PUT, &path("page"), &f.li, json!({"deck_id": deck["id"], "page": 2})).await;
+        assert_eq!(field, "page");
+        let (status, _, _) = app.raw(Method::POST, &path("decks"), Some(&f.li), Some("not slides".into()), &[]).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let (status, h) =
+            app.call(Method::PUT, &path("headcount"), Some(&f.assistant), Some(json!({"site_id": f.site_a, "pupils": 31}))).await;
+        assert_eq!(status, StatusCode::OK, "{h}");
+
         let (_, state) = app.call(Method::GET, &path("state"), Some(&f.device_a), None).await;
         assert_eq!(state["state"]["stage"], json!(f.site_b), "a rejoining terminal catches up: {state}");
         let (status, m) = app.call(Method::POST, &path("mute-all"), Some(&f.li), None).await;
@@ -520,4 +539,38 @@ async fn the_teacher_runs_the_lesson_and_gets_its_attendance() {
         let (status, _) = app.call(Method::GET, &path("attendance"), Some(&f.device_a), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
+}
+
+/// A two-page PDF with a line of text on each page.
+fn two_page_pdf() -> String {
+    let page = |n: usize, content: usize| {
+        format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 640 360] /Contents {content} 0 R /Resources << /Font << /F1 7 0 R >> >> >>")
+            + &format!("% page {n}")
+    };
+    let text = |t: &str| {
+        let stream = format!("BT /F1 36 Tf 40 200 Td ({t}) Tj ET");
+        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len())
+    };
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R 4 0 R] /Count 2 >>".to_owned(),
+        page(1, 5),
+        page(2, 6),
+        text("Fractions: 1/2 + 1/4"),
+        text("Decimals: 0.5 + 0.25"),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+    ];
+    let mut pdf = String::from("%PDF-1.4\n");
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf += &format!("{} 0 obj\n{body}\nendobj\n", i + 1);
+    }
+    let xref = pdf.len();
+    pdf += &format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1);
+    for o in offsets {
+        pdf += &format!("{o:010} 00000 n \n");
+    }
+    pdf += &format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1);
+    pdf
 }
