@@ -542,7 +542,7 @@ async fn the_teacher_runs_the_lesson_and_gets_its_attendance() {
 }
 
 /// A two-page PDF with a line of text on each page.
-fn two_page_pdf() -> String {
+pub fn two_page_pdf() -> String {
     let page = |n: usize, content: usize| {
         format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 640 360] /Contents {content} 0 R /Resources << /Font << /F1 7 0 R >> >> >>")
             + &format!("% page {n}")

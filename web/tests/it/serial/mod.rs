@@ -2,6 +2,7 @@
 //! Chromium instances never share the two cores.
 
 mod browser;
+mod lesson;
 mod room;
 
 use std::path::PathBuf;
