@@ -184,10 +184,14 @@ impl Attendee {
     /// The attendee a room identity names, if it names one.
     pub fn from_identity(identity: &Identity) -> Option<Attendee> {
         let (kind, id) = identity.as_str().split_once(':')?;
+        Attendee::from_parts(kind, id.to_owned())
+    }
+
+    /// The attendee of a kind (`teacher`, `classroom`, `student`, `observer`) and an id.
+    pub fn from_parts(kind: &str, id: String) -> Option<Attendee> {
         if id.is_empty() {
             return None;
         }
-        let id = id.to_owned();
         Some(match kind {
             "teacher" => Attendee::Teacher(id),
             "classroom" => Attendee::Classroom(id),
@@ -197,7 +201,8 @@ impl Attendee {
         })
     }
 
-    fn parts(&self) -> (&'static str, &str) {
+    /// The kind's wire name and the id.
+    pub fn parts(&self) -> (&'static str, &str) {
         match self {
             Attendee::Teacher(id) => ("teacher", id),
             Attendee::Classroom(id) => ("classroom", id),

@@ -113,25 +113,6 @@ fn constraint(what: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
     }
 }
 
-fn attendee_parts(a: &Attendee) -> (&'static str, &str) {
-    match a {
-        Attendee::Teacher(id) => ("teacher", id),
-        Attendee::Classroom(id) => ("classroom", id),
-        Attendee::Student(id) => ("student", id),
-        Attendee::Observer(id) => ("observer", id),
-    }
-}
-
-fn attendee_from_parts(kind: &str, id: String) -> Option<Attendee> {
-    Some(match kind {
-        "teacher" => Attendee::Teacher(id),
-        "classroom" => Attendee::Classroom(id),
-        "student" => Attendee::Student(id),
-        "observer" => Attendee::Observer(id),
-        _ => return None,
-    })
-}
-
 fn u32_column(row: &AnyRow, column: &str) -> Result<u32, StoreError> {
     let v: i64 = row.try_get(column)?;
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v}")))
@@ -231,7 +212,7 @@ fn event_from_row(row: &AnyRow) -> Result<AttendanceEvent, StoreError> {
     let kind: String = row.try_get("kind")?;
     Ok(AttendanceEvent {
         lesson_id: row.try_get("lesson_id")?,
-        attendee: attendee_from_parts(&attendee_kind, row.try_get("attendee_id")?)
+        attendee: Attendee::from_parts(&attendee_kind, row.try_get("attendee_id")?)
             .ok_or_else(|| StoreError::Corrupt(format!("attendee kind {attendee_kind:?}")))?,
         kind: EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("event kind {kind:?}")))?,
         detail: row.try_get("detail")?,
@@ -689,7 +670,7 @@ impl ClassroomStore {
 
     /// Appends an event to a lesson's attendance log.
     pub async fn record_event(&self, e: &AttendanceEvent) -> Result<(), StoreError> {
-        let (attendee_kind, attendee_id) = attendee_parts(&e.attendee);
+        let (attendee_kind, attendee_id) = Attendee::parts(&e.attendee);
         sqlx::query(
             "INSERT INTO attendance_events (id, lesson_id, attendee_kind, attendee_id, kind, detail, occurred_at, seq) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -819,10 +800,10 @@ mod tests {
         for a in
             [Attendee::Teacher("t".into()), Attendee::Classroom("c".into()), Attendee::Student("s".into()), Attendee::Observer("o".into())]
         {
-            let (kind, id) = attendee_parts(&a);
-            assert_eq!(attendee_from_parts(kind, id.to_owned()), Some(a.clone()));
+            let (kind, id) = Attendee::parts(&a);
+            assert_eq!(Attendee::from_parts(kind, id.to_owned()), Some(a.clone()));
         }
-        assert_eq!(attendee_from_parts("visitor", "x".into()), None);
+        assert_eq!(Attendee::from_parts("visitor", "x".into()), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tongxin_common::rooms::{Audience, Permissions, RoomControl, RoomEvent, Track
 use tongxin_common::{RoomRole, unix_millis};
 use utoipa::ToSchema;
 
+use super::live::lesson_or_404;
 use crate::accounts::AccountRole;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiJson, ErrorBody};
@@ -136,10 +137,6 @@ fn media(state: &AppState) -> Result<&tongxin_sfu::MediaServer, ApiError> {
 
 fn room_error(e: tongxin_common::rooms::RoomError) -> ApiError {
     ApiError::Internal(anyhow::anyhow!("the media server refused: {e}"))
-}
-
-async fn lesson_or_404(state: &AppState, id: &str) -> Result<Lesson, ApiError> {
-    state.classroom.lesson(id).await?.ok_or_else(|| ApiError::NotFound("no such lesson".into()))
 }
 
 /// The lesson, if `me` runs it (its teacher, or an admin).
@@ -395,12 +392,7 @@ pub async fn attendance_csv(State(state): State<AppState>, me: CurrentUser, Path
     let records = report(&state, &lesson).await?;
     let mut csv = String::from("\u{feff}kind,id,status,first_joined,last_left,minutes_present,drops,worst_quality\r\n");
     for r in &records {
-        let (kind, id) = match &r.attendee {
-            Attendee::Teacher(id) => ("teacher", id),
-            Attendee::Classroom(id) => ("classroom", id),
-            Attendee::Student(id) => ("student", id),
-            Attendee::Observer(id) => ("observer", id),
-        };
+        let (kind, id) = r.attendee.parts();
         let time = |t: Option<i64>| t.and_then(|t| jiff::Timestamp::from_millisecond(t).ok()).map(|t| t.to_string()).unwrap_or_default();
         csv.push_str(&format!(
             "{kind},{id},{},{},{},{},{},{}\r\n",

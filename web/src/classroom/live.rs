@@ -81,7 +81,8 @@ impl From<Refusal> for ApiError {
     }
 }
 
-async fn lesson_or_404(state: &AppState, id: &str) -> Result<Lesson, ApiError> {
+/// The lesson, or a 404.
+pub(super) async fn lesson_or_404(state: &AppState, id: &str) -> Result<Lesson, ApiError> {
     state.classroom.lesson(id).await?.ok_or_else(|| ApiError::NotFound("no such lesson".into()))
 }
 
