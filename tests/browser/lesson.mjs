@@ -1,12 +1,18 @@
-// A live lesson in one Chromium with three browser contexts (each its own cookies and a small,
-// slow fake camera): the teacher and two classroom terminals (device accounts of sites A and B)
-// log in on / and open /lesson/{id}. The teacher sees both classrooms' cameras; B never receives
-// A's video until A, having raised its hand, is brought on stage by the teacher, and then B shows
-// it; a page turn reaches both terminals; B's page is closed abruptly and reopened and is live
-// again within 10 s; the teacher ends the lesson and both terminals say so.
+// A live lesson in one Chromium with four browser contexts (each its own cookies; the cameras
+// are small, slow fakes): the teacher and two classroom terminals (device accounts of sites A and
+// B) log in on / and open /lesson/{id}; a student opens their personal link /l#{secret} on a
+// phone-sized screen. The teacher sees both classrooms' cameras; B never receives A's video until
+// A, having raised its hand, is brought on stage by the teacher, and then B shows it. The student
+// joins late without being asked for a camera or microphone (getUserMedia is never called), gets
+// the slide shown from the join state and the next one live, decodes the teacher's and the staged
+// classroom's video and nothing of the classroom off stage. B's page is closed abruptly and
+// reopened and is live again within 10 s; the teacher ends the lesson and everyone is told. The
+// link's secret never appears in a request path, and an old-style /l/{secret} address is
+// rewritten to the fragment form and shows the course's lessons.
 //
 //   BASE_URL=http://127.0.0.1:PORT LESSON=<id> SITE_A=<id> SITE_B=<id> TEACHER_ID=<user id>
-//   TEACHER_USER=… TERMINAL_A_USER=… TERMINAL_B_USER=… PASSWORD=… [SCREENSHOT_DIR=…] node lesson.mjs
+//   TEACHER_USER=… TERMINAL_A_USER=… TERMINAL_B_USER=… PASSWORD=… STUDENT_LINK=<url the API gave>
+//   [SCREENSHOT_DIR=…] node lesson.mjs
 import { launchBrowser, check } from './chromium.mjs';
 
 const env = (name) => {
@@ -24,6 +30,10 @@ const users = { teacher: env('TEACHER_USER'), A: env('TERMINAL_A_USER'), B: env(
 const shots = process.env.SCREENSHOT_DIR;
 const classA = `classroom:${siteA}`;
 const classB = `classroom:${siteB}`;
+// The API hands out /l#{secret} (older servers /l/{secret}); the page is opened in the fragment
+// form the management page shows and copies.
+const secret = env('STUDENT_LINK').replace(/^\/l[/#]/, '');
+check(/^[A-Za-z0-9_-]{20,}$/.test(secret), `the student link carries a secret: ${env('STUDENT_LINK')}`);
 
 const t0 = Date.now();
 const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
@@ -93,14 +103,20 @@ const decodedFrom = (page, owner) => page.evaluate(async (o) => {
   return stats.filter((s) => s.kind === 'video' && s.owner === o).reduce((n, s) => n + (s.framesDecoded || 0), 0);
 }, owner);
 
+// Waits until the page has decoded `more` further frames of `owner`'s video. Polled from here:
+// waitForFunction does not await an async predicate (its promise counts as true at once).
 async function decodedRises(page, what, owner, more = 10, ms = 30000) {
   const before = await decodedFrom(page, owner);
-  await waitUntil(page, `${what} (${before} frames decoded, then ${more} more)`, async ([o, n]) => {
-    const c = window.tongxinLesson.client;
-    if (!c) return false;
-    const stats = await c.inboundStats();
-    return stats.filter((s) => s.kind === 'video' && s.owner === o).reduce((k, s) => k + (s.framesDecoded || 0), 0) >= n;
-  }, [owner, before + more], ms);
+  const until = Date.now() + ms;
+  let now = before;
+  while (now < before + more) {
+    if (Date.now() > until) {
+      check(false, `${what}: ${before} frames decoded, then only ${now} within ${ms / 1000} s\npage state: ${JSON.stringify(await describe(page))}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+    now = await decodedFrom(page, owner);
+  }
+  note(`ok: ${what} (${before}, then ${now} frames decoded)`);
 }
 
 async function login(page, name, username) {
@@ -128,12 +144,43 @@ async function openLesson(page, name, role, ms = 30000) {
 const slideShows = (page, name, n) => waitUntil(page, `${name} shows slide page ${n}`,
   (p) => { const img = document.querySelector(`#slide img[data-page="${p}"]`); return img && !img.hidden; }, n, 15000);
 
+// Counts the page's calls of getUserMedia (each new document starts again from 0).
+const countMediaRequests = (ctx) => ctx.addInitScript(() => {
+  window.tongxinMediaRequests = 0;
+  const md = navigator.mediaDevices;
+  if (!md || !md.getUserMedia) return;
+  const real = md.getUserMedia.bind(md);
+  md.getUserMedia = (...args) => {
+    window.tongxinMediaRequests += 1;
+    return real(...args);
+  };
+});
+const mediaRequests = (page) => page.evaluate(() => window.tongxinMediaRequests);
+
+// Video received on the page's subscriber connection from anyone but `allowed`.
+const videoFromOthers = (page, allowed) => page.evaluate(async (ok) => {
+  const stats = await window.tongxinLesson.client.inboundStats();
+  return stats.filter((s) => s.kind === 'video' && (s.packetsReceived || 0) > 0 && !ok.includes(s.owner));
+}, allowed);
+
 // Small and slow cameras: three encoders, their decoders and the SFU share two cores.
 const browser = await launchBrowser(['--use-fake-device-for-media-stream=fps=10']);
 try {
   const ctxT = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'zh-CN' });
   const ctxA = await browser.newContext({ viewport: { width: 960, height: 540 }, locale: 'zh-CN' });
   const ctxB = await browser.newContext({ viewport: { width: 960, height: 540 }, locale: 'zh-CN' });
+  // A phone: the student's personal link needs no login.
+  const ctxS = await browser.newContext({
+    viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, locale: 'zh-CN',
+  });
+  for (const ctx of [ctxT, ctxA, ctxS]) await countMediaRequests(ctx);
+  // Request paths and queries (what logs, proxies and Referer headers see) that carry the secret.
+  const secretSent = [];
+  ctxS.on('request', (r) => {
+    const u = new URL(r.url());
+    u.hash = '';
+    if (u.href.includes(secret)) secretSent.push(`${r.method()} ${u.pathname}`);
+  });
   const teacher = watch(await ctxT.newPage(), 'teacher');
   const termA = watch(await ctxA.newPage(), 'A');
   let termB = watch(await ctxB.newPage(), 'B');
@@ -153,10 +200,7 @@ try {
   await videoPlays(termB, 'terminal B sees the teacher', '#teacher-video');
 
   // 3. Before any staging, B receives no video but the teacher's (A publishes all along).
-  const notA = await termB.evaluate(async (t) => {
-    const stats = await window.tongxinLesson.client.inboundStats();
-    return stats.filter((s) => s.kind === 'video' && (s.packetsReceived || 0) > 0 && s.owner !== t);
-  }, teacherIdentity);
+  const notA = await videoFromOthers(termB, [teacherIdentity]);
   check(notA.length === 0, `before staging, terminal B receives only the teacher's video: ${JSON.stringify(notA)}`);
   check(await decodedFrom(termB, classA) === 0, 'before staging, terminal B decodes no frame of classroom A');
   note('ok: terminal B receives no classroom video before staging');
@@ -172,19 +216,49 @@ try {
   await decodedRises(termB, 'terminal B decodes classroom A\'s video', classA);
   await videoPlays(termB, 'terminal B shows A on stage', '#stage-video');
 
-  // 5. Slides: the first "next" shows the deck's first page, the second turns to page 1.
+  // 5. Slides: the first "next" shows the deck's first page.
   await teacher.click('#next-page');
   await slideShows(teacher, 'the teacher', 0);
+
+  // 6. The student opens their link on the phone, late: the join state brings page 0 and the
+  // stage; the page never asks for a camera or microphone.
+  const student = watch(await ctxS.newPage(), 'student');
+  await student.goto(`${base}/l#${secret}`, { timeout: 30000 });
+  await waitUntil(student, 'the student is live in the lesson', () => {
+    const v = document.getElementById('lesson-view');
+    const l = window.tongxinLesson;
+    return v && v.dataset.role === 'student' && v.dataset.state === 'live' && l && l.client && l.client.state === 'joined';
+  }, null, 15000);
+  await waitUntil(student, 'the student shows slide page 0 from the join state', () => {
+    const img = document.querySelector('#slide img[data-page="0"]');
+    return img && !img.hidden && img.complete && img.naturalWidth > 0;
+  }, null, 15000);
+
+  // The second "next" turns to page 1 everywhere, the student's phone included.
   await teacher.click('#next-page');
   await slideShows(teacher, 'the teacher', 1);
   await slideShows(termA, 'terminal A', 1);
   await slideShows(termB, 'terminal B', 1);
+  await slideShows(student, 'the student', 1);
+
+  // The student sees the teacher and the classroom on stage, and never B, which is off stage.
+  await Promise.all([
+    decodedRises(student, 'the student decodes the teacher\'s video', teacherIdentity),
+    decodedRises(student, 'the student decodes classroom A\'s video (on stage)', classA),
+  ]);
+  await videoPlays(student, 'the student shows the teacher', '#teacher-video', 3);
+  const fromB = await videoFromOthers(student, [teacherIdentity, classA]);
+  check(fromB.length === 0, `the student receives no video of classroom B (off stage): ${JSON.stringify(fromB)}`);
+  check(await decodedFrom(student, classB) === 0, 'the student decodes no frame of classroom B');
+  note(`ok: the student decoded ${await decodedFrom(student, teacherIdentity)} frames of the teacher, `
+    + `${await decodedFrom(student, classA)} of A on stage, 0 of B off stage`);
   if (shots) {
     await teacher.screenshot({ path: `${shots}/lesson-teacher.png` });
     await termB.screenshot({ path: `${shots}/lesson-terminal-b.png` });
+    await student.screenshot({ path: `${shots}/lesson-student-phone.png` });
   }
 
-  // 6. B's page is closed abruptly (no leave); a new page is live again within 10 s.
+  // 7. B's page is closed abruptly (no leave); a new page is live again within 10 s.
   await termB.close({ runBeforeUnload: false });
   const closedAt = Date.now();
   note('terminal B\'s page was closed without leaving');
@@ -194,13 +268,34 @@ try {
   await slideShows(termB, 'terminal B (reopened)', 1);
   await waitUntil(termB, 'terminal B (reopened) knows A is on stage', (id) => window.tongxinLesson.state.stage === id, siteA, 10000);
 
-  // 7. The teacher ends the lesson; everyone sees it ended.
+  // 8. The teacher ends the lesson; everyone sees it ended.
   await teacher.click('#end-lesson');
   await teacher.waitForSelector('#end-lesson-confirm', { state: 'visible', timeout: 5000 });
   await teacher.click('#end-lesson-confirm');
   await waitUntil(teacher, 'the teacher sees the lesson ended', () => document.getElementById('lesson-ended'), null, 15000);
   await waitUntil(termA, 'terminal A sees the lesson ended', () => document.getElementById('lesson-ended'), null, 15000);
   await waitUntil(termB, 'terminal B sees the lesson ended', () => document.getElementById('lesson-ended'), null, 15000);
+  await waitUntil(student, 'the student sees the lesson ended', () => document.getElementById('lesson-ended'), null, 15000);
+
+  // The counter works (the teacher's and A's pages asked for their cameras); the phone never asked.
+  const asked = { teacher: await mediaRequests(teacher), A: await mediaRequests(termA), student: await mediaRequests(student) };
+  check(asked.teacher > 0 && asked.A > 0, `the publishing pages called getUserMedia: ${JSON.stringify(asked)}`);
+  check(asked.student === 0, `the student's page never called getUserMedia: ${JSON.stringify(asked)}`);
+  note(`ok: getUserMedia calls ${JSON.stringify(asked)}`);
+  check(secretSent.length === 0, `the link's secret was sent in a request path: ${secretSent.join(', ')}`);
+  note('ok: the link\'s secret never appeared in a request path');
+
+  // 9. An old-style /l/{secret} address becomes /l#{secret} before anything else is fetched, and
+  // shows the course's lessons (this one ended).
+  const old = watch(await ctxS.newPage(), 'student (old link)');
+  await old.goto(`${base}/l/${secret}`, { timeout: 30000 });
+  await waitUntil(old, 'the old link shows the lesson ended in the course list',
+    (id) => { const li = document.querySelector(`#lesson-list li[data-lesson="${id}"]`); return li && li.dataset.phase === 'ended'; }, lesson, 15000);
+  const where = await old.evaluate(() => [location.pathname, location.hash]);
+  check(where[0] === '/l' && where[1] === `#${secret}`, `the old link was rewritten to the fragment form: ${JSON.stringify(where)}`);
+  check(secretSent.length === 1 && secretSent[0] === `GET /l/${secret}`,
+    `only the old link's own page request carried the secret: ${secretSent.join(', ')}`);
+  note('ok: the old-style link was rewritten and shows the course');
 
   check(consoleErrors.length === 0, `no errors in the pages: ${consoleErrors.join('\n')}`);
   note('PASS');

@@ -191,7 +191,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("no accounts yet; create the first admin with: tongxin admin create-user --username admin --role admin");
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
-    tracing::info!(url = %format!("http://{}", listener.local_addr()?), backend = ?state.db.backend(), "tongxin serving");
+    let scheme = if state.config.http.tls().is_some() { "https" } else { "http" };
+    tracing::info!(url = %format!("{scheme}://{}", listener.local_addr()?), backend = ?state.db.backend(), "tongxin serving");
     crate::serve(state, listener).await
 }
 

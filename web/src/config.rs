@@ -19,7 +19,9 @@ pub const CONFIG_ENV: &str = "TONGXIN_CONFIG";
 /// Every key, with a one-line description (`tongxin.example.toml` documents them at length).
 pub const KEYS: &[(&str, &str)] = &[
     ("http.listen", "address and port the HTTP server listens on"),
-    ("http.secure_cookies", "mark session cookies Secure (set true when served over HTTPS)"),
+    ("http.secure_cookies", "mark session cookies Secure (always on with http.tls_cert)"),
+    ("http.tls_cert", "PEM certificate chain: serve HTTPS (reloaded on SIGHUP)"),
+    ("http.tls_key", "PEM private key of http.tls_cert"),
     ("storage.data_dir", "directory for the database file, keys and media"),
     ("storage.database_url", "sqlite:PATH or postgres://...; default sqlite in data_dir"),
     ("auth.token_secret", "base64 secret (>= 32 bytes) signing join tokens; default a key file in data_dir"),
@@ -30,6 +32,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("rooms.max_rooms", "the most rooms the server runs at once"),
     ("rooms.max_participants", "the most participants in one room (WHIP and WHEP sessions count)"),
     ("rooms.reconnect_grace", "how long a participant keeps its place after losing its connection, e.g. 20s"),
+    ("classroom.open_before", "how long before a lesson starts its room opens, e.g. 15m"),
+    ("classroom.late_after", "how long after the start a first join counts as late, e.g. 5m"),
+    ("classroom.early_before", "how long before the end a final leave counts as leaving early, e.g. 5m"),
+    ("classroom.overrun", "how long after the scheduled end a lesson stays joinable, e.g. 30m"),
     ("log.format", "text or json"),
     ("log.level", "a tracing filter such as info or tongxin_web=debug,info"),
 ];
@@ -48,6 +54,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// Room limits and reconnection.
     pub rooms: RoomsConfig,
+    /// Lesson windows and attendance margins.
+    pub classroom: ClassroomConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -102,6 +110,43 @@ impl RoomsConfig {
     }
 }
 
+/// `[classroom]`: when a lesson's room opens and closes, and the margins attendance allows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassroomConfig {
+    /// `classroom.open_before`
+    #[serde(deserialize_with = "duration_or_zero")]
+    pub open_before: Duration,
+    /// `classroom.late_after`
+    #[serde(deserialize_with = "duration_or_zero")]
+    pub late_after: Duration,
+    /// `classroom.early_before`
+    #[serde(deserialize_with = "duration_or_zero")]
+    pub early_before: Duration,
+    /// `classroom.overrun`
+    #[serde(deserialize_with = "duration_or_zero")]
+    pub overrun: Duration,
+}
+
+impl Default for ClassroomConfig {
+    fn default() -> Self {
+        let t = tongxin_classroom::rules::Timing::default();
+        ClassroomConfig { open_before: t.open_before, late_after: t.late_after, early_before: t.early_before, overrun: t.overrun }
+    }
+}
+
+impl ClassroomConfig {
+    /// The lesson rules' timing.
+    pub fn timing(&self) -> tongxin_classroom::rules::Timing {
+        tongxin_classroom::rules::Timing {
+            open_before: self.open_before,
+            late_after: self.late_after,
+            early_before: self.early_before,
+            overrun: self.overrun,
+        }
+    }
+}
+
 /// `[http]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -111,6 +156,25 @@ pub struct HttpConfig {
     /// `http.secure_cookies`
     #[serde(deserialize_with = "bool_or_string")]
     pub secure_cookies: bool,
+    /// `http.tls_cert`
+    pub tls_cert: Option<PathBuf>,
+    /// `http.tls_key`
+    pub tls_key: Option<PathBuf>,
+}
+
+impl HttpConfig {
+    /// The certificate files when HTTPS is configured.
+    pub fn tls(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert: cert.clone(), key: key.clone() }),
+            _ => None,
+        }
+    }
+
+    /// Whether session cookies carry `Secure`: asked for, or served over HTTPS.
+    pub fn cookies_secure(&self) -> bool {
+        self.secure_cookies || self.tls_cert.is_some()
+    }
 }
 
 /// `[storage]`
@@ -169,7 +233,7 @@ pub enum LogFormat {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), secure_cookies: false }
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), secure_cookies: false, tls_cert: None, tls_key: None }
     }
 }
 
@@ -192,12 +256,17 @@ impl Default for LogConfig {
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    let dur = humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{e} (try e.g. \"12h\" or \"30m\")")))?;
+    let dur = duration_or_zero(d)?;
     if dur.is_zero() {
         return Err(serde::de::Error::custom("must be longer than zero"));
     }
     Ok(dur)
+}
+
+/// A duration such as `"15m"`, where `"0s"` is allowed.
+fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{e} (try e.g. \"12h\" or \"30m\")")))
 }
 
 /// A positive count, from TOML or from an environment variable's text.
@@ -357,6 +426,24 @@ impl Config {
                 message: "required when media.listen is a wildcard address: the address clients reach".into(),
             });
         }
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(_), None) => return Err(ConfigError::Key { key: "http.tls_key".into(), message: "required with http.tls_cert".into() }),
+            (None, Some(_)) => return Err(ConfigError::Key { key: "http.tls_cert".into(), message: "required with http.tls_key".into() }),
+            _ => {}
+        }
+        let day = Duration::from_secs(24 * 3600);
+        let margins = [
+            ("classroom.open_before", self.classroom.open_before, day),
+            ("classroom.late_after", self.classroom.late_after, day),
+            ("classroom.early_before", self.classroom.early_before, day),
+            ("classroom.overrun", self.classroom.overrun, Duration::from_secs(12 * 3600)),
+        ];
+        for (key, value, most) in margins {
+            if value > most {
+                let message = format!("must be at most {}", humantime::format_duration(most));
+                return Err(ConfigError::Key { key: key.into(), message });
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::Key { key: "log.level".into(), message: e.to_string() });
         }
@@ -459,6 +546,15 @@ mod tests {
 
         let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_AUTH_TOKEN_SECRET", "c2hvcnQ=")]), &[]));
         assert_eq!(k, "auth.token_secret");
+
+        let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_HTTP_TLS_CERT", "/etc/ssl/a.pem")]), &[]));
+        assert_eq!(k, "http.tls_key");
+
+        let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_CLASSROOM_OVERRUN", "2d")]), &[]));
+        assert_eq!(k, "classroom.overrun");
+        let e = env(&[("TONGXIN_CLASSROOM_OPEN_BEFORE", "0s"), ("TONGXIN_CLASSROOM_LATE_AFTER", "10m")]);
+        let timing = Config::load(None, e, &[]).unwrap().classroom.timing();
+        assert_eq!((timing.open_before, timing.late_after), (Duration::ZERO, Duration::from_secs(600)));
 
         let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_LOG_FORMAT", "xml")]), &[]));
         assert_eq!(k, "log.format");

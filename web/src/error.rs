@@ -38,6 +38,16 @@ pub enum ApiError {
     /// Too many attempts.
     #[error("{0}")]
     TooManyRequests(String),
+    /// A domain rule said no (e.g. a lesson not open yet); `code` names the rule for clients.
+    #[error("{message}")]
+    Refused {
+        /// 403 or 409.
+        status: StatusCode,
+        /// The rule's stable code, e.g. `not_open_yet`.
+        code: &'static str,
+        /// Why, for people.
+        message: String,
+    },
     /// Our fault; the cause is logged, not shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -60,6 +70,7 @@ impl ApiError {
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Refused { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,6 +86,7 @@ impl ApiError {
             ApiError::Validation { .. } => "validation",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::TooManyRequests(_) => "too_many_requests",
+            ApiError::Refused { code, .. } => code,
             ApiError::Internal(_) => "internal",
         }
     }

@@ -17,6 +17,7 @@ pub mod rooms;
 pub mod state;
 pub mod stream_keys;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 pub mod ui;
 
@@ -84,11 +85,31 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Runs the server on `listener` until SIGINT or SIGTERM, then drains in-flight requests.
+/// How long in-flight HTTPS requests may take to finish once a shutdown signal came.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Runs the server on `listener` (HTTPS when `http.tls_cert` is set) until SIGINT or SIGTERM,
+/// then drains in-flight requests. SIGHUP reloads the TLS certificate.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let files = state.config.http.tls();
+    let live = files.as_ref().map(tls::TlsFiles::start).transpose()?;
     let purge = tokio::spawn(purge_sessions(state.clone()));
+    let hangups = tokio::spawn(tls::reload_on_hangup(files, live.clone()));
     let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
+    match live {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?,
+        Some(live) => {
+            let handle = axum_server::Handle::new();
+            let stop = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stop.graceful_shutdown(Some(DRAIN));
+            });
+            let server = axum_server::from_tcp_rustls(listener.into_std()?, live).context("cannot serve HTTPS")?;
+            server.handle(handle).serve(app).await.context("HTTPS server failed")?;
+        }
+    }
+    hangups.abort();
     purge.abort();
     state.db.close().await;
     tracing::info!("stopped");

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::classroom::{controls, live, manage};
+use crate::classroom::{controls, live, manage, reports};
 use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens};
 
 /// The API description.
@@ -19,21 +19,23 @@ use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens};
         stream_keys::create, stream_keys::list, stream_keys::revoke,
         rooms::list_rooms,
         ops::healthz, ops::readyz, ops::metrics,
-        manage::list_schools, manage::create_school, manage::get_school, manage::update_school,
+        manage::list_accounts, manage::list_schools, manage::create_school, manage::get_school, manage::update_school,
         manage::list_sites, manage::create_site, manage::get_site, manage::update_site,
         manage::list_courses, manage::create_course, manage::get_course,
         manage::list_students, manage::create_student,
         manage::course_students, manage::enroll, manage::unenroll, manage::create_link, manage::revoke_link,
         manage::list_lessons, manage::create_lessons, manage::get_lesson, manage::cancel_lesson,
-        live::join_lesson, live::join_by_link,
+        live::join_lesson, live::join_by_link, live::look_up_link,
         controls::get_state, controls::set_stage, controls::set_hand, controls::lower_hand, controls::set_chat_lock, controls::set_page,
-        controls::mute_all, controls::end_lesson, controls::attendance_json, controls::attendance_csv, controls::set_headcount,
+        controls::mute_all, controls::end_lesson, controls::set_headcount, reports::lesson_json, reports::lesson_csv,
+        reports::course_json, reports::course_csv,
         controls::upload_deck, controls::slide_page,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail,
-        manage::School, manage::Site, manage::Course, manage::Student, manage::LinkInfo, manage::EnrolledStudent, manage::CreatedLink,
+        manage::AccountChoice, manage::School, manage::Site, manage::Course, manage::Student, manage::LinkInfo, manage::EnrolledStudent, manage::CreatedLink,
         manage::Lesson, manage::CreateSchool, manage::UpdateSchool, manage::CreateSite, manage::UpdateSite, manage::CreateCourse,
         manage::CreateStudent, manage::EnrollStudent, manage::RepeatRequest, manage::CreateLessons, live::LessonJoin, live::SiteName,
+        live::LinkSecret, live::LinkLobby, live::LinkStudent, live::LinkCourse, live::LinkLesson,
         controls::StageRequest, controls::HandRequest, controls::ChatLockRequest, controls::PageRequest, controls::HeadcountRequest)),
     modifiers(&SecuritySchemes),
     tags(

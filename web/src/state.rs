@@ -71,6 +71,7 @@ impl AppState {
     pub fn with_media(mut self, media: tongxin_sfu::MediaServer) -> AppState {
         self.media = Some(media);
         tokio::spawn(crate::classroom::controls::record_room_events(self.clone()));
+        tokio::spawn(crate::classroom::schedule::run(self.clone()));
         self
     }
 }

@@ -84,9 +84,10 @@ document.addEventListener('click', (ev) => {
 
 // A room page needs no login: the join token in the link is the credential.
 const isRoomPage = () => location.pathname.startsWith('/room/');
-// Live lessons (lesson.js): a student's link /l/{secret} needs no login (the secret is the
-// credential); /lesson/{id} joins with the account; /lesson/{id}/attendance is a report.
-const isLessonLink = () => location.pathname.startsWith('/l/');
+// Live lessons (lesson.js): a student's link /l#{secret} (or an old /l/{secret}) needs no login
+// (the secret is the credential); /lesson/{id} joins with the account; /lesson/{id}/attendance
+// is a report.
+const isLessonLink = () => /^\/l(\/|$)/.test(location.pathname);
 const LESSON_PAGE = /^\/lesson\/([^/]+)\/?$/;
 const ATTENDANCE_PAGE = /^\/lesson\/([^/]+)\/attendance\/?$/;
 

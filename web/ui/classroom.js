@@ -141,8 +141,8 @@ const statusPill = (l, now) => {
 const joinLink = (l, key, cls = '') => h(`a.join-lesson${cls}`, { href: path('/lesson', l.id), 'data-nav': true, text: t(key) });
 
 // ---- choosing accounts ------------------------------------------------------------------
-// Administrators pick from the account list; anyone else (an organizer may not list accounts)
-// types account ids, several separated by commas or spaces.
+// Organizers and administrators pick from the accounts /classroom/accounts lists; if that list
+// cannot be had, account ids are typed, several separated by commas or spaces.
 
 function accountField(users, roles, { multiple = false, required = false, name }) {
   if (!users) {
@@ -262,7 +262,7 @@ export function classroomView(me) {
   const parts = [schoolsPart, sitesPart, coursesPart, studentsPart].map((f) => f(state, () => load()));
   async function load() {
     const wanted = [api('GET', '/schools'), api('GET', '/sites'), api('GET', '/courses'), api('GET', '/students'),
-      me.role === 'admin' ? api('GET', '/admin/users') : Promise.resolve(null)];
+      api('GET', '/classroom/accounts')];
     const [schools, sites, courses, students, users] = await Promise.allSettled(wanted);
     const failed = [schools, sites, courses, students, users].find((r) => r.status === 'rejected');
     status.replaceChildren(...(failed ? [message('error', errText(failed.reason))] : []));
@@ -272,7 +272,7 @@ export function classroomView(me) {
     });
     if (!state.usersLoaded) {
       // The account pickers are built once, when the account list is known.
-      state.users = users.status === 'fulfilled' && users.value ? listOf(users.value, 'users') : null;
+      state.users = users.status === 'fulfilled' && users.value ? listOf(users.value, 'accounts') : null;
       state.usersLoaded = true;
       for (const p of parts) p.build();
     }
@@ -460,9 +460,45 @@ export function courseView(me, courseId) {
       sites: sites.status === 'fulfilled' ? listOf(sites.value, 'sites').filter((s) => s.school_id === course.school_id) : [],
     };
     info.replaceChildren(...(school ? [raw(school.name), ' · '] : []), t('classroom.times_in_zone'), ' ', raw(ctx.zone));
-    body.replaceChildren(lessonsPart(ctx), enrolmentPart(ctx));
+    const mayReport = ctx.manager || course.teacher_id === me.id;
+    body.replaceChildren(lessonsPart(ctx), enrolmentPart(ctx), ...(mayReport ? [courseAttendancePart(ctx)] : []));
   })();
   return section;
+}
+
+// The course's attendance: each attendee's lessons by status, over every lesson that took place.
+const STATUSES = ['present', 'late', 'left_early', 'network_dropped', 'absent'];
+const ATTENDEE_KINDS = ['teacher', 'classroom', 'student'];
+
+function courseAttendancePart(ctx) {
+  const p = part('course-attendance', 'classroom.attendance.title');
+  const csv = h('a.button', {
+    id: 'course-attendance-csv', href: `/api/v1${path('/courses', ctx.course.id)}/attendance.csv`,
+    download: `attendance-course-${ctx.course.id}.csv`, text: t('lesson.attendance.csv'),
+  });
+  p.formSlot.replaceChildren(h('div.row', {}, csv));
+  (async () => {
+    let report;
+    try {
+      report = await api('GET', `${path('/courses', ctx.course.id)}/attendance`);
+    } catch (e) {
+      p.status.replaceChildren(message('error', errText(e)));
+      return;
+    }
+    const lessons = listOf(report, 'lessons');
+    p.status.replaceChildren(h('p.muted', { text: t('classroom.attendance.lessons', { n: lessons.length }) }));
+    const rows = listOf(report, 'totals').map((x) => {
+      const a = x.attendee || {};
+      return h('tr', { 'data-attendee': `${a.kind}:${a.id}` },
+        h('td', { text: ATTENDEE_KINDS.includes(a.kind) ? t(`roomrole.${a.kind}`) : '' }),
+        h('td', {}, raw(x.name || a.id || '')),
+        ...STATUSES.map((s) => h('td', { 'data-status': s, text: String(x.counts?.[s] ?? 0) })),
+        h('td', { text: String(x.minutes_present ?? 0) }));
+    });
+    const head = ['lesson.att.attendee', 'lesson.att.name', ...STATUSES.map((s) => `lesson.status.${s}`), 'lesson.att.minutes'];
+    p.list.replaceChildren(table(head, rows, 'classroom.attendance.empty'));
+  })();
+  return p.el;
 }
 
 // Organizers and admins enrol; the course's teacher makes and revokes links.
@@ -503,7 +539,8 @@ function enrolmentPart(ctx) {
   const newLink = async (s) => {
     try {
       const res = await api('POST', linkPath(s));
-      shown.replaceChildren(linkBox(s, new URL(res.url, location.origin).href));
+      // The secret belongs in the fragment, which browsers never send (an older server says /l/…).
+      shown.replaceChildren(linkBox(s, new URL(res.url.replace(/^\/l\//, '/l#'), location.origin).href));
       status.replaceChildren();
       await load();
     } catch (e) {

@@ -1,7 +1,11 @@
 // The live lesson pages. /lesson/{id} (logged in) joins the lesson and shows the view of the
 // role the server grants: the teacher's console, a remote classroom's big screen, or a hidden
-// observer's view. /l/{secret} is a student's personal link (no login): the course and its
+// observer's view. /l#{secret} is a student's personal link (no login): the course and its
 // lessons, and the lesson itself while one is open. /lesson/{id}/attendance is the report.
+//
+// The link's secret lives in the URL fragment, which the browser never sends: it reaches the
+// server only in request bodies, so access logs, proxies and Referer headers never see it. Old
+// links of the form /l/{secret} are rewritten to the fragment form before anything is fetched.
 //
 // A `LessonSession` owns the join (token, lesson, shared state, decks) and one `RoomClient`; the
 // role's view draws from it. The shared state arrives with the join and then as `lesson_state`
@@ -53,13 +57,35 @@ function phaseKey(lesson, now) {
   return opens !== null && now < opens ? 'lesson.phase.upcoming' : 'lesson.phase.ended';
 }
 
+// Rewrites an old-style /l/{secret} address to /l#{secret} in place (no reload, no new history
+// entry), so the secret is not sent again by a reload or kept in the path of a bookmark.
+function linkToFragment() {
+  const m = /^\/l\/([^/]+)\/?$/.exec(location.pathname);
+  if (m) history.replaceState(history.state, '', `/l#${m[1]}`);
+}
+
+// What identifies the page shown: the path, and for a student's link also its secret (pasting
+// another link into the same tab changes only the fragment).
+function pageKey() {
+  const path = location.pathname.replace(/\/+$/, '');
+  return path === '/l' ? `${path}${location.hash}` : path;
+}
+
+function linkSecret() {
+  try {
+    return decodeURIComponent(location.hash.slice(1));
+  } catch {
+    return location.hash.slice(1); // a stray % in a hand-typed link: take it as written
+  }
+}
+
 class LessonSession {
-  constructor(path, me) {
-    this.path = path;
+  constructor(key, me) {
+    this.path = key;
     this.me = me;
-    const [, kind, key] = path.split('/');
-    this.secret = kind === 'l' ? decodeURIComponent(key || '') : null;
-    this.lessonId = kind === 'lesson' ? decodeURIComponent(key || '') : null;
+    const [, kind, id] = location.pathname.split('/');
+    this.secret = kind === 'l' ? linkSecret() : null;
+    this.lessonId = kind === 'lesson' ? decodeURIComponent(id || '') : null;
     this.join = null;
     this.role = null;
     this.state = null;
@@ -163,7 +189,7 @@ class LessonSession {
 
   fetchJoin() {
     return this.secret !== null
-      ? api('POST', `/lesson-links/${enc(this.secret)}/join`)
+      ? api('POST', '/lesson-links/join', { secret: this.secret })
       : api('POST', `/lessons/${enc(this.lessonId)}/join`);
   }
 
@@ -196,7 +222,8 @@ class LessonSession {
       // Not open yet: a classroom screen left on before class joins by itself.
       this.showProblem(code === 'not_open_yet' ? 'lesson.error.not_open_yet' : 'lesson.error.not_open', true);
     } else if (status === 403) {
-      this.showProblem('lesson.error.not_invited', false);
+      // A student's link answers 403 when it was revoked or they were unenrolled.
+      this.showProblem(this.secret !== null ? 'lesson.link.invalid' : 'lesson.error.not_invited', false);
     } else if (status === 404) {
       this.showProblem(this.secret !== null ? 'lesson.link.invalid' : 'lesson.error.not_found', false);
     } else if (status === 401) {
@@ -283,6 +310,7 @@ class LessonSession {
 
   async connect() {
     this.dropClient();
+    this.channelSynced = false;
     const c = new RoomClient(this.join.room, this.join.token);
     if (this.muted) c.local.muted = { ...this.muted };
     this.client = c;
@@ -324,18 +352,19 @@ class LessonSession {
     if (c !== this.client || this.ended || this.destroyed) return;
     switch (state) {
       case 'joining':
+        this.channelSynced = false;
         this.conn.set(this.joinedOnce ? 'reconnecting' : 'connecting');
         break;
       case 'joined':
         this.conn.set(ratingState(this.ownRating));
         this.status.replaceChildren();
-        if (this.joinedOnce) this.resync();
         this.joinedOnce = true;
         this.rejoinDelay = 0;
         this.renderMedia();
         this.onChange();
         break;
       case 'reconnecting':
+        this.channelSynced = false;
         this.conn.set(navigator.onLine === false ? 'offline' : 'reconnecting');
         break;
       case 'removed':
@@ -410,7 +439,7 @@ class LessonSession {
     }
   }
 
-  // After a reconnect the data messages sent meanwhile are lost: fetch the state again.
+  // Fetches the state again (a student's link has no state route: it joins again for it).
   async resync() {
     try {
       if (this.secret !== null) {
@@ -584,6 +613,12 @@ class LessonSession {
 
   onChange() {
     const c = this.client;
+    // The media server drops data sent to us before our data channel is open, so a page turn
+    // made while we were joining (or rejoining) would be lost: fetch the state once it opens.
+    if (c && c.channel === 'open' && !this.channelSynced) {
+      this.channelSynced = true;
+      this.resync();
+    }
     if (this.chat && this.state) {
       const allowed = !!(c && c.me && c.me.permissions.publish_data);
       const locked = this.state.chat_locked && this.role !== 'teacher';
@@ -637,10 +672,10 @@ class LessonSession {
     this.setPhase('loading');
     let info;
     try {
-      info = await api('GET', `/lesson-links/${enc(this.secret)}`);
+      info = this.secret ? await api('POST', '/lesson-links/lookup', { secret: this.secret }) : null;
     } catch (e) {
       if (this.destroyed) return;
-      if (e instanceof ApiError && e.status === 404) this.showProblem('lesson.link.invalid', false);
+      if (e instanceof ApiError && [403, 404, 422].includes(e.status)) this.showProblem('lesson.link.invalid', false);
       else {
         this.sayText('error', errorText(e));
         this.later(() => this.openLink(), LINK_POLL_MS);
@@ -648,6 +683,10 @@ class LessonSession {
       return;
     }
     if (this.destroyed) return;
+    if (!info) {
+      this.showProblem('lesson.link.invalid', false); // /l with nothing after it
+      return;
+    }
     const now = Date.now();
     const lessons = Array.isArray(info.lessons) ? info.lessons : [];
     this.renderLobby(info, lessons, now);
@@ -698,23 +737,25 @@ class LessonSession {
 
 let current = null;
 
-// Shows the lesson page of the current path (/lesson/{id} or /l/{secret}). Rendering the same
-// path again keeps the running session; `me` is the logged-in account, if any.
+// Shows the lesson page of the current address (/lesson/{id}, /l#{secret}, or an old
+// /l/{secret}). Rendering the same page again keeps the running session; `me` is the logged-in
+// account, if any.
 export function showLesson(container, me) {
-  const path = location.pathname.replace(/\/+$/, '');
-  if (current && current.path === path) {
+  linkToFragment();
+  const key = pageKey();
+  if (current && current.path === key) {
     if (current.root.parentElement !== container) container.replaceChildren(current.root);
     return;
   }
   if (current) current.destroy();
-  current = new LessonSession(path, me);
+  current = new LessonSession(key, me);
   container.replaceChildren(current.root);
   current.start();
 }
 
 // Leaving the page by the browser's back button ends the session (camera off, room left).
 window.addEventListener('popstate', () => {
-  if (current && location.pathname.replace(/\/+$/, '') !== current.path) {
+  if (current && pageKey() !== current.path) {
     current.destroy();
     current = null;
   }

@@ -97,7 +97,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 }
 
 fn session_cookie(state: &AppState, token: &str, max_age: Duration) -> HeaderValue {
-    let secure = if state.config.http.secure_cookies { "; Secure" } else { "" };
+    let secure = if state.config.http.cookies_secure() { "; Secure" } else { "" };
     let v = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", max_age.as_secs());
     // Tokens are base64url, so the cookie is plain ASCII.
     HeaderValue::from_str(&v).expect("cookie is ASCII")

@@ -14,9 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Mutex;
-use tongxin_classroom::attendance::{self, Record};
 use tongxin_classroom::model::{AttendanceEvent, Attendee, Deck, EventKind, Headcount, Lesson, LiveState, new_id};
-use tongxin_classroom::rules::{self, Timing};
 use tongxin_classroom::slides;
 use tongxin_common::rooms::{Audience, Permissions, RoomControl, RoomEvent, TrackSource};
 use tongxin_common::{RoomRole, unix_millis};
@@ -42,8 +40,6 @@ pub fn router() -> Router<AppState> {
         .route("/lessons/{id}/page", put(set_page))
         .route("/lessons/{id}/mute-all", post(mute_all))
         .route("/lessons/{id}/end", post(end_lesson))
-        .route("/lessons/{id}/attendance", get(attendance_json))
-        .route("/lessons/{id}/attendance.csv", get(attendance_csv))
         .route("/lessons/{id}/headcount", put(set_headcount))
         .route("/lessons/{id}/decks", post(upload_deck).layer(DefaultBodyLimit::max(slides::MAX_UPLOAD)))
         .route("/slides/{file}", get(slide_page))
@@ -351,70 +347,9 @@ pub async fn end_lesson(State(state): State<AppState>, me: CurrentUser, Path(id)
     if !state.classroom.set_lesson_ended(&lesson.id, now).await? {
         return Err(ApiError::Conflict("the lesson has already ended".into()));
     }
-    let media = media(&state)?;
-    let room = lesson.room();
-    let _ = media.send_data(&room, json!({"type": "lesson_ended"})).await;
-    // A room that never opened (or already emptied out) is no error.
-    let _ = media.close_room(&room).await;
+    super::schedule::close_room(&state, lesson.room().as_str()).await;
     tracing::info!(lesson = %lesson.id, "lesson ended");
     Ok(Json(json!({"ended_at": now})))
-}
-
-/// Who was expected: the teacher, the lesson's classrooms and the course's students.
-async fn report(state: &AppState, lesson: &Lesson) -> Result<Vec<Record>, ApiError> {
-    let mut expected = vec![Attendee::Teacher(lesson.teacher_id.clone())];
-    expected.extend(lesson.site_ids.iter().cloned().map(Attendee::Classroom));
-    expected.extend(state.classroom.enrolled(&lesson.course_id).await?.into_iter().map(|s| Attendee::Student(s.id)));
-    let events = state.classroom.events(&lesson.id).await?;
-    let timing = Timing::default();
-    let mut window = rules::window(lesson, &timing);
-    window.closes_at = window.closes_at.min(unix_millis(state.clock.now()));
-    Ok(attendance::classify(&expected, &events, &window, &timing))
-}
-
-/// The attendance of one lesson (its teacher, organizers and admins).
-#[utoipa::path(get, path = "/api/v1/lessons/{id}/attendance", tag = "classroom", params(("id" = String, Path, description = "The lesson")), responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
-pub async fn attendance_json(
-    State(state): State<AppState>,
-    me: CurrentUser,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let lesson = report_access(&state, &me, &id).await?;
-    let records = report(&state, &lesson).await?;
-    let headcounts = state.classroom.headcounts(&lesson.id).await?;
-    Ok(Json(json!({"lesson": lesson, "records": records, "headcounts": headcounts})))
-}
-
-/// The same as CSV with a UTF-8 byte order mark, so Excel on Chinese Windows reads it.
-#[utoipa::path(get, path = "/api/v1/lessons/{id}/attendance.csv", tag = "classroom", params(("id" = String, Path, description = "The lesson")), responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
-pub async fn attendance_csv(State(state): State<AppState>, me: CurrentUser, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    let lesson = report_access(&state, &me, &id).await?;
-    let records = report(&state, &lesson).await?;
-    let mut csv = String::from("\u{feff}kind,id,status,first_joined,last_left,minutes_present,drops,worst_quality\r\n");
-    for r in &records {
-        let (kind, id) = r.attendee.parts();
-        let time = |t: Option<i64>| t.and_then(|t| jiff::Timestamp::from_millisecond(t).ok()).map(|t| t.to_string()).unwrap_or_default();
-        csv.push_str(&format!(
-            "{kind},{id},{},{},{},{},{},{}\r\n",
-            r.status.as_str(),
-            time(r.first_joined),
-            time(r.last_left),
-            r.minutes_present,
-            r.drops,
-            r.worst_quality.as_deref().unwrap_or("")
-        ));
-    }
-    let disposition = format!("attachment; filename=\"attendance-{}.csv\"", lesson.id);
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)], csv))
-}
-
-async fn report_access(state: &AppState, me: &CurrentUser, id: &str) -> Result<Lesson, ApiError> {
-    let lesson = lesson_or_404(state, id).await?;
-    if lesson.teacher_id == me.user.id.0 || matches!(me.user.role, AccountRole::Admin | AccountRole::Organizer) {
-        Ok(lesson)
-    } else {
-        Err(ApiError::Forbidden("only the lesson's teacher, organizers and admins see its attendance".into()))
-    }
 }
 
 /// Records joins, leaves and quality changes of lesson rooms in the attendance log, for as long

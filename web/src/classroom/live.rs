@@ -1,7 +1,11 @@
 //! Joining a lesson: `POST /api/v1/lessons/{id}/join` for accounts (the teacher, a classroom
-//! terminal, a school head or an admin as a hidden observer) and
-//! `POST /api/v1/lesson-links/{secret}/join` for a student's personal link. Each answers with a
-//! short-lived join token and what the page needs to catch up: the live state and the decks.
+//! terminal, a school head or an admin as a hidden observer) and `POST /api/v1/lesson-links/join`
+//! for a student's personal link. Each answers with a short-lived join token and what the page
+//! needs to catch up: the live state and the decks. `POST /api/v1/lesson-links/lookup` is what the
+//! link's page shows between lessons: the student's name, the course and its lessons.
+//!
+//! A link's secret travels only in request bodies (the page reads it from the URL fragment,
+//! `/l#<secret>`), never in a path, so it stays out of access logs, proxies and `Referer`.
 //!
 //! The lesson's room is created on the first join inside the window, and every classroom of the
 //! lesson is kept for the teacher (and observers) unless it is on stage, enforced by the media
@@ -10,9 +14,9 @@
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Serialize;
-use tongxin_classroom::model::{AttendanceEvent, Attendee, Deck, EventKind, Lesson, LiveState};
-use tongxin_classroom::rules::{self, Caller, Phase, Refusal, Timing, Window};
+use serde::{Deserialize, Serialize};
+use tongxin_classroom::model::{AttendanceEvent, Attendee, Deck, EventKind, Lesson, LiveState, Student, StudentLink};
+use tongxin_classroom::rules::{self, Caller, Phase, Refusal, Window};
 use tongxin_common::rooms::{Audience, RoomControl as _};
 use tongxin_common::{Identity, RoomRole, unix_millis};
 use utoipa::ToSchema;
@@ -20,13 +24,73 @@ use utoipa::ToSchema;
 use super::manage::link_secret_hash;
 use crate::accounts::AccountRole;
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::state::AppState;
 
 /// The routes under `/api/v1`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/lessons/{id}/join", post(join_lesson)).route("/lesson-links/{secret}/join", post(join_by_link))
+    Router::new()
+        .route("/lessons/{id}/join", post(join_lesson))
+        .route("/lesson-links/join", post(join_by_link))
+        .route("/lesson-links/lookup", post(look_up_link))
 }
+
+/// `POST /api/v1/lesson-links/join` and `/lookup` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSecret {
+    /// The secret of the student's link: the text after `/l#`.
+    pub secret: String,
+}
+
+/// What a student's link page shows: who it is for, the course and its lessons.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkLobby {
+    /// The student the link was made for.
+    pub student: LinkStudent,
+    /// The course the link joins.
+    pub course: LinkCourse,
+    /// The course's lessons from the last 12 hours on (cancelled and ended ones too), by start.
+    pub lessons: Vec<LinkLesson>,
+}
+
+/// A link's student, as the page greets them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkStudent {
+    /// The name the school entered.
+    pub name: String,
+}
+
+/// A link's course.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkCourse {
+    /// The course id.
+    pub id: String,
+    /// E.g. "Mathematics, grade 4".
+    pub title: String,
+}
+
+/// One lesson on a link's page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkLesson {
+    /// The lesson id.
+    pub id: String,
+    /// E.g. "Fractions (2)".
+    pub title: String,
+    /// Scheduled start, Unix ms.
+    pub starts_at: i64,
+    /// Scheduled length in minutes.
+    pub duration_min: u32,
+    /// `scheduled`, `open`, `over` or `cancelled`.
+    #[schema(value_type = String)]
+    pub phase: Phase,
+    /// When it opens, starts, ends and closes, Unix ms.
+    #[schema(value_type = Object)]
+    pub window: Window,
+}
+
+/// The most lessons a link's page lists.
+const LOBBY_LESSONS: usize = 20;
 
 /// What a page needs to take part in a lesson.
 #[derive(Debug, Serialize, ToSchema)]
@@ -72,12 +136,14 @@ pub struct SiteName {
     pub name: String,
 }
 
+/// A refused join: 403 for who may never join, 409 for when; the code names the rule.
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
-        match r {
-            Refusal::NotInvited | Refusal::LinkRevoked => ApiError::Forbidden(r.to_string()),
-            _ => ApiError::Conflict(r.to_string()),
-        }
+        let status = match r {
+            Refusal::NotInvited | Refusal::LinkRevoked => axum::http::StatusCode::FORBIDDEN,
+            _ => axum::http::StatusCode::CONFLICT,
+        };
+        ApiError::Refused { status, code: r.code(), message: r.to_string() }
     }
 }
 
@@ -110,28 +176,71 @@ pub async fn join_lesson(State(state): State<AppState>, me: CurrentUser, Path(id
     admit_and_join(&state, lesson, &caller, name).await
 }
 
-/// Joins the open lesson of a student's course with the student's personal link.
-#[utoipa::path(post, path = "/api/v1/lesson-links/{secret}/join", tag = "classroom",
-    params(("secret" = String, Path, description = "The secret of the student's link")),
-    responses((status = 200, body = LessonJoin), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "no lesson of the course is open")))]
-pub async fn join_by_link(State(state): State<AppState>, Path(secret): Path<String>) -> Result<Json<LessonJoin>, ApiError> {
-    let link = state.classroom.link_by_hash(&link_secret_hash(&secret)).await?;
+/// A live link of an enrolled student, by its secret: 404 if there is none, 403 if it was
+/// revoked or the student is no longer enrolled.
+async fn live_link(state: &AppState, secret: &str) -> Result<(StudentLink, Student), ApiError> {
+    let link = state.classroom.link_by_hash(&link_secret_hash(secret)).await?;
     let link = link.ok_or_else(|| ApiError::NotFound("no such lesson link".into()))?;
     let student = state.classroom.student(&link.student_id).await?.ok_or_else(|| ApiError::NotFound("no such student".into()))?;
-    let enrolled = state.classroom.is_enrolled(&link.course_id, &link.student_id).await?;
+    if link.revoked_at.is_some() {
+        return Err(Refusal::LinkRevoked.into());
+    }
+    if !state.classroom.is_enrolled(&link.course_id, &link.student_id).await? {
+        return Err(Refusal::NotInvited.into());
+    }
+    Ok((link, student))
+}
+
+/// What a student's link page shows between lessons: their name, the course and its lessons.
+#[utoipa::path(post, path = "/api/v1/lesson-links/lookup", tag = "classroom", request_body = LinkSecret,
+    responses((status = 200, body = LinkLobby), (status = 403, body = ErrorBody, description = "revoked, or no longer enrolled"),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn look_up_link(State(state): State<AppState>, ApiJson(req): ApiJson<LinkSecret>) -> Result<Json<LinkLobby>, ApiError> {
+    let (link, student) = live_link(&state, &req.secret).await?;
+    let course = state.classroom.course(&link.course_id).await?.ok_or_else(|| ApiError::NotFound("no such course".into()))?;
+    let now = unix_millis(state.clock.now());
+    let filter = tongxin_classroom::store::LessonFilter {
+        course_id: Some(course.id.clone()),
+        from: Some(now - 12 * 3_600_000),
+        ..Default::default()
+    };
+    let timing = state.config.classroom.timing();
+    let mut lessons = state.classroom.list_lessons(&filter).await?;
+    lessons.sort_by_key(|l| l.starts_at);
+    let lessons = lessons
+        .into_iter()
+        .take(LOBBY_LESSONS)
+        .map(|l| LinkLesson {
+            phase: rules::phase(&l, &timing, now),
+            window: rules::window(&l, &timing),
+            id: l.id,
+            title: l.title,
+            starts_at: l.starts_at,
+            duration_min: l.duration_min,
+        })
+        .collect();
+    Ok(Json(LinkLobby { student: LinkStudent { name: student.name }, course: LinkCourse { id: course.id, title: course.title }, lessons }))
+}
+
+/// Joins the open lesson of a student's course with the student's personal link.
+#[utoipa::path(post, path = "/api/v1/lesson-links/join", tag = "classroom", request_body = LinkSecret,
+    responses((status = 200, body = LessonJoin), (status = 403, body = ErrorBody, description = "revoked, or no longer enrolled"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "no lesson of the course is open"),
+        (status = 422, body = ErrorBody)))]
+pub async fn join_by_link(State(state): State<AppState>, ApiJson(req): ApiJson<LinkSecret>) -> Result<Json<LessonJoin>, ApiError> {
+    let (link, student) = live_link(&state, &req.secret).await?;
     let now = unix_millis(state.clock.now());
     let filter = tongxin_classroom::store::LessonFilter { course_id: Some(link.course_id.clone()), ..Default::default() };
     let lessons = state.classroom.list_lessons(&filter).await?;
-    let timing = Timing::default();
+    let timing = state.config.classroom.timing();
     let open = lessons.into_iter().find(|l| rules::phase(l, &timing, now) == Phase::Open);
     let lesson = open.ok_or_else(|| ApiError::Conflict("no lesson of this course is open now".into()))?;
-    let caller = Caller::StudentLink { student_id: &student.id, enrolled, revoked: link.revoked_at.is_some() };
+    let caller = Caller::StudentLink { student_id: &student.id, enrolled: true, revoked: false };
     admit_and_join(&state, lesson, &caller, student.name).await
 }
 
 async fn admit_and_join(state: &AppState, lesson: Lesson, caller: &Caller<'_>, name: String) -> Result<Json<LessonJoin>, ApiError> {
-    let timing = Timing::default();
+    let timing = state.config.classroom.timing();
     let now_time = state.clock.now();
     let now = unix_millis(now_time);
     let attendee = rules::admit(&lesson, caller, now, &timing)?;
@@ -168,7 +277,7 @@ async fn admit_and_join(state: &AppState, lesson: Lesson, caller: &Caller<'_>, n
 
 /// Creates the lesson's room (again, after a restart) and keeps every classroom off stage for the
 /// teacher and observers only.
-async fn open_room(state: &AppState, lesson: &Lesson, live: &LiveState) -> Result<(), ApiError> {
+pub(super) async fn open_room(state: &AppState, lesson: &Lesson, live: &LiveState) -> Result<(), ApiError> {
     let media = state.media.as_ref().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the media server is not running")))?;
     let room = lesson.room();
     media.create_room(&room).await.map_err(|e| ApiError::Internal(anyhow::anyhow!("cannot open the lesson's room: {e}")))?;

@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/lessons", get(list_lessons).post(create_lessons))
         .route("/lessons/{id}", get(get_lesson))
         .route("/lessons/{id}/cancel", post(cancel_lesson))
+        .route("/classroom/accounts", get(list_accounts))
 }
 
 impl From<StoreError> for ApiError {
@@ -58,7 +59,7 @@ impl From<RuleError> for ApiError {
     }
 }
 
-/// The stored form of a student link's secret: lowercase hex SHA-256 of the text after `/l/`.
+/// The stored form of a student link's secret: lowercase hex SHA-256 of the text after `/l#`.
 pub fn link_secret_hash(secret: &str) -> String {
     Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -187,7 +188,7 @@ pub struct EnrolledStudent {
 pub struct CreatedLink {
     /// The stored record.
     pub link: LinkInfo,
-    /// `/l/<secret>`, to be opened on the student's phone; it joins every lesson of the course.
+    /// `/l#<secret>` (the secret in the fragment, which browsers never send), to be opened on the student's phone; it joins every lesson of the course.
     pub url: String,
 }
 
@@ -502,6 +503,38 @@ async fn my_sites(state: &AppState, me: &CurrentUser) -> Result<Vec<String>, Api
         ids.push(site.id);
     }
     Ok(ids)
+}
+
+// Accounts to choose from.
+
+/// An account as the classroom forms offer it: enough to pick a teacher, a terminal, an
+/// assistant or a school head, nothing more.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountChoice {
+    /// The account id.
+    pub id: String,
+    /// The login name.
+    pub username: String,
+    /// The name shown.
+    pub display_name: String,
+    /// The role.
+    pub role: AccountRole,
+}
+
+/// Lists the enabled accounts an organizer may assign (teachers, terminals, assistants, heads).
+#[utoipa::path(get, path = "/api/v1/classroom/accounts", tag = "classroom",
+    responses((status = 200, body = [AccountChoice]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("session" = []), ("bearer" = [])))]
+pub async fn list_accounts(State(state): State<AppState>, me: CurrentUser) -> Result<Json<Vec<AccountChoice>>, ApiError> {
+    me.require(Policy::ManageSchools)?;
+    let users = state.accounts.list_users().await?;
+    let choices = users.into_iter().filter(|u| !u.disabled).map(|u| AccountChoice {
+        id: u.id.0,
+        username: u.username.as_str().to_owned(),
+        display_name: u.display_name,
+        role: u.role,
+    });
+    Ok(Json(choices.collect()))
 }
 
 // Schools.
@@ -855,7 +888,7 @@ pub async fn create_link(
     let link = model::StudentLink { id: new_id(), student_id, course_id: course.id, created_at: now(&state), revoked_at: None };
     state.classroom.create_link(&link, &link_secret_hash(&secret)).await?;
     tracing::info!(by = %me.user.id, course = %link.course_id, student = %link.student_id, link = %link.id, "student link created");
-    Ok((StatusCode::CREATED, Json(CreatedLink { link: link.into(), url: format!("/l/{secret}") })))
+    Ok((StatusCode::CREATED, Json(CreatedLink { link: link.into(), url: format!("/l#{secret}") })))
 }
 
 /// Revokes a student's link for a course.

@@ -3,6 +3,8 @@
 pub mod controls;
 pub mod live;
 pub mod manage;
+pub mod reports;
+pub mod schedule;
 
 use axum::Router;
 
@@ -10,5 +12,5 @@ use crate::state::AppState;
 
 /// The routes under `/api/v1`.
 pub fn router() -> Router<AppState> {
-    manage::router().merge(live::router()).merge(controls::router())
+    manage::router().merge(live::router()).merge(controls::router()).merge(reports::router())
 }

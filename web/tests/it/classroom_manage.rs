@@ -14,23 +14,23 @@ const WEEK: i64 = 7 * 24 * 3_600_000;
 
 /// A school with two classroom sites (each with a terminal, A with an assistant), a course of
 /// Teacher Li's with two enrolled students, and Teacher Wang.
-struct Fixture {
-    organizer: String,
-    li: String,
-    wang: String,
-    wang_id: String,
-    device_a: String,
-    device_b: String,
-    assistant: String,
-    school: String,
-    site_a: String,
-    site_b: String,
-    course: String,
-    students: [String; 2],
+pub(crate) struct Fixture {
+    pub(crate) organizer: String,
+    pub(crate) li: String,
+    pub(crate) wang: String,
+    pub(crate) wang_id: String,
+    pub(crate) device_a: String,
+    pub(crate) device_b: String,
+    pub(crate) assistant: String,
+    pub(crate) school: String,
+    pub(crate) site_a: String,
+    pub(crate) site_b: String,
+    pub(crate) course: String,
+    pub(crate) students: [String; 2],
 }
 
 impl Fixture {
-    async fn new(app: &TestApp) -> Fixture {
+    pub(crate) async fn new(app: &TestApp) -> Fixture {
         let mut ids = std::collections::HashMap::new();
         for (name, role) in [
             ("org", AccountRole::Organizer),
@@ -104,7 +104,7 @@ fn ids(list: &Value) -> Vec<String> {
     list.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect()
 }
 
-async fn lesson(app: &TestApp, f: &Fixture, title: &str, starts_at: &str, site_ids: &[&str]) -> String {
+pub(crate) async fn lesson(app: &TestApp, f: &Fixture, title: &str, starts_at: &str, site_ids: &[&str]) -> String {
     let body = json!({"course_id": f.course, "title": title, "starts_at": starts_at, "duration_min": 45, "site_ids": site_ids});
     let (status, b) = app.call(Method::POST, "/api/v1/lessons", Some(&f.organizer), Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{b}");
@@ -296,7 +296,7 @@ async fn a_student_link_is_shown_once_replaced_and_revoked() {
         let (status, first) = app.call(Method::POST, &link_path, Some(&f.li), None).await;
         assert_eq!(status, StatusCode::CREATED, "{first}");
         let url = first["url"].as_str().unwrap().to_owned();
-        let secret = url.strip_prefix("/l/").unwrap().to_owned();
+        let secret = url.strip_prefix("/l#").unwrap().to_owned();
         assert_eq!(secret.len(), 43, "32 random bytes in base64url");
         assert!(secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{secret}");
         let hash: String = Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
@@ -390,6 +390,8 @@ async fn the_openapi_document_lists_the_classroom_routes() {
         ("/api/v1/students", "post"),
         ("/api/v1/lessons", "post"),
         ("/api/v1/lessons/{id}/cancel", "post"),
+        ("/api/v1/lesson-links/join", "post"),
+        ("/api/v1/lesson-links/lookup", "post"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
     }
@@ -399,7 +401,7 @@ async fn the_openapi_document_lists_the_classroom_routes() {
 }
 
 /// An RFC 3339 instant `minutes` from the test clock's now.
-fn in_minutes(app: &TestApp, minutes: i64) -> String {
+pub(crate) fn in_minutes(app: &TestApp, minutes: i64) -> String {
     let now = tongxin_common::unix_millis(app.now());
     jiff::Timestamp::from_millisecond(now + minutes * 60_000).unwrap().to_string()
 }
@@ -429,26 +431,38 @@ async fn who_may_join_which_lesson_gets_a_grant_for_its_role() {
         assert_eq!(status, StatusCode::OK, "{c}");
         assert_eq!(c["identity"], format!("classroom:{}", f.site_a), "{c}");
         let (status, b) = join(&soon, &f.device_b).await;
-        assert_eq!((status, error_code(&b)), (StatusCode::FORBIDDEN, "forbidden"), "a site not in the lesson: {b}");
+        assert_eq!((status, error_code(&b)), (StatusCode::FORBIDDEN, "not_invited"), "a site not in the lesson: {b}");
         let (status, w) = join(&soon, &f.wang).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "another teacher: {w}");
         let (status, l) = join(&later, &f.li).await;
-        assert_eq!((status, error_code(&l)), (StatusCode::CONFLICT, "conflict"), "two hours early: {l}");
+        assert_eq!((status, error_code(&l)), (StatusCode::CONFLICT, "not_open_yet"), "two hours early: {l}");
         let (status, _) = join("0000000000000000", &f.li).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
 
         // A student's link joins the open lesson, receive-only.
         let link_path = format!("/api/v1/courses/{}/students/{}/link", f.course, f.students[0]);
         let (_, link) = app.call(Method::POST, &link_path, Some(&f.li), None).await;
-        let secret = link["url"].as_str().unwrap().strip_prefix("/l/").unwrap().to_owned();
-        let (status, s) = app.call(Method::POST, &format!("/api/v1/lesson-links/{secret}/join"), None, None).await;
+        let secret = link["url"].as_str().unwrap().strip_prefix("/l#").unwrap().to_owned();
+        let by_link = json!({ "secret": secret });
+        let (status, lobby) = app.call(Method::POST, "/api/v1/lesson-links/lookup", None, Some(by_link.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{lobby}");
+        assert_eq!(lobby["course"]["id"], f.course.as_str(), "{lobby}");
+        assert_eq!(lobby["lessons"][0]["id"], soon.as_str(), "{lobby}");
+        assert_eq!(lobby["lessons"][0]["phase"], "open", "{lobby}");
+        let (status, s) = app.call(Method::POST, "/api/v1/lesson-links/join", None, Some(by_link.clone())).await;
         assert_eq!(status, StatusCode::OK, "{s}");
         assert_eq!((s["role"].as_str(), s["lesson"]["id"].as_str()), (Some("student"), Some(soon.as_str())), "{s}");
         let grant = app.state.token_key.verify(s["token"].as_str().unwrap(), app.now()).unwrap().grant;
         assert!(!grant.can_publish && grant.can_subscribe, "a student never publishes");
         app.call(Method::DELETE, &link_path, Some(&f.li), None).await;
-        let (status, r) = app.call(Method::POST, &format!("/api/v1/lesson-links/{secret}/join"), None, None).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "a revoked link: {r}");
+        let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/join", None, Some(by_link.clone())).await;
+        assert_eq!((status, error_code(&r)), (StatusCode::FORBIDDEN, "link_revoked"), "a revoked link: {r}");
+        let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/lookup", None, Some(by_link)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a revoked link shows no lessons: {r}");
+        let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/join", None, Some(json!({ "secret": "nope" }))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "an unknown secret: {r}");
+        let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/join", None, Some(json!({}))).await;
+        assert_eq!((status, r["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("secret")), "{r}");
 
         // Every join asked for a token: attendance sees the attempts.
         let events = app.state.classroom.events(&soon).await.unwrap();
@@ -535,7 +549,7 @@ async fn the_teacher_runs_the_lesson_and_gets_its_attendance() {
         assert_eq!(status_of("student", &f.students[0]), "absent", "{report}");
         let (status, _, csv) = app.raw(Method::GET, &path("attendance.csv"), Some(&f.li), None, &[]).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(csv.starts_with(b"\xef\xbb\xbfkind,id,status"), "a UTF-8 BOM, then the header");
+        assert!(csv.starts_with(b"\xef\xbb\xbflesson_start,lesson_title,kind,id,name,status"), "a UTF-8 BOM, then the header");
         let (status, _) = app.call(Method::GET, &path("attendance"), Some(&f.device_a), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }

@@ -153,3 +153,43 @@ pub fn publish_offer() -> String {
     api.add_media(str0m::media::MediaKind::Video, str0m::media::Direction::SendOnly, None, None, None);
     api.apply().unwrap().0.to_sdp_string()
 }
+
+/// A certificate for `name` issued by a throwaway test CA, as the server's files want them.
+pub struct TestCertificate {
+    /// The leaf certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM.
+    pub key_pem: String,
+    /// The leaf, DER (to compare with what a client was served).
+    pub cert_der: Vec<u8>,
+    /// The CA certificate, DER (a client's trust anchor).
+    pub ca_der: Vec<u8>,
+    /// base64(SHA-256(leaf SubjectPublicKeyInfo)), for Chromium's
+    /// `--ignore-certificate-errors-spki-list`.
+    pub spki_sha256: String,
+}
+
+/// Issues a fresh CA and a server certificate for `name` (and `127.0.0.1`).
+pub fn test_certificate(name: &str) -> TestCertificate {
+    use base64::Engine as _;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _};
+    use sha2::Digest as _;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "Tongxin test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec![name.to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, name);
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    TestCertificate {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert_der: cert.der().to_vec(),
+        ca_der: ca_cert.der().to_vec(),
+        spki_sha256: base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(key.subject_public_key_info())),
+    }
+}

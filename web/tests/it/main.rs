@@ -4,8 +4,10 @@
 
 mod api;
 mod classroom_manage;
+mod classroom_reports;
 mod cli;
 mod harness;
+mod https;
 mod rooms;
 mod serial;
 mod store;

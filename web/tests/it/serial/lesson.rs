@@ -1,6 +1,7 @@
-//! A live lesson in headless Chromium against the real server and media server: a teacher and
-//! two classroom terminals; hands, stage, slides, an abrupt reconnect and the end; then the
-//! attendance report. The browser steps are in `tests/browser/lesson.mjs`.
+//! A live lesson in headless Chromium against the real server and media server: a teacher, two
+//! classroom terminals and a student on a phone with their personal link; hands, stage, slides,
+//! an abrupt reconnect and the end; then the attendance report. The browser steps are in
+//! `tests/browser/lesson.mjs`.
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -40,7 +41,7 @@ async fn call(router: &axum::Router, method: Method, path: &str, bearer: Option<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_teacher_and_two_classrooms_run_a_lesson() {
+async fn a_teacher_two_classrooms_and_a_student_on_a_phone_run_a_lesson() {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.storage.data_dir = data_dir.path().to_owned();
@@ -74,10 +75,12 @@ async fn a_teacher_and_two_classrooms_run_a_lesson() {
     };
     let org = login("org").await;
     let li = login("li.hua").await;
-    let post = |path: &'static str, body: Value| {
-        let (router, org) = (router.clone(), org.clone());
+    // A POST by the organizer that must create something; a null body sends none.
+    let post = |path: &str, body: Value| {
+        let (router, org, path) = (router.clone(), org.clone(), path.to_owned());
         async move {
-            let (status, b) = call(&router, Method::POST, path, Some(&org), Some(body.to_string())).await;
+            let body = (!body.is_null()).then(|| body.to_string());
+            let (status, b) = call(&router, Method::POST, &path, Some(&org), body).await;
             assert_eq!(status, StatusCode::CREATED, "POST {path}: {b}");
             b
         }
@@ -106,6 +109,12 @@ async fn a_teacher_and_two_classrooms_run_a_lesson() {
     .await;
     let lesson = lessons[0]["id"].as_str().unwrap().to_owned();
 
+    // A student, enrolled, with a personal link made the way the course page makes it.
+    let student = post("/api/v1/students", json!({"school_id": school, "name": "王小明"})).await["id"].as_str().unwrap().to_owned();
+    post(&format!("/api/v1/courses/{course}/students"), json!({"student_id": student})).await;
+    let link = post(&format!("/api/v1/courses/{course}/students/{student}/link"), Value::Null).await;
+    let student_link = link["url"].as_str().unwrap().to_owned();
+
     // The teacher's deck: two pages.
     let mut req = Request::builder()
         .method(Method::POST)
@@ -132,18 +141,21 @@ async fn a_teacher_and_two_classrooms_run_a_lesson() {
         ("TERMINAL_A_USER", "dev-a".into()),
         ("TERMINAL_B_USER", "dev-b".into()),
         ("PASSWORD", PASSWORD.into()),
+        ("STUDENT_LINK", student_link),
     ];
     run_script("lesson.mjs", &env).await;
 
-    // Attendance: the teacher and both classrooms came and stayed to the end.
+    // Attendance: the teacher, both classrooms and the student came and stayed to the end.
     let (status, report) = call(&router, Method::GET, &format!("/api/v1/lessons/{lesson}/attendance"), Some(&li), None).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     let status_of = |kind: &str, id: &str| {
         let r = report["records"].as_array().unwrap().iter().find(|r| r["attendee"]["kind"] == kind && r["attendee"]["id"] == id);
         r.map(|r| r["status"].as_str().unwrap_or_default().to_owned()).unwrap_or_default()
     };
+    assert_eq!(status_of("teacher", &ids["li.hua"]), "present", "{report}");
     assert_eq!(status_of("classroom", &site_a), "present", "{report}");
     assert_eq!(status_of("classroom", &site_b), "present", "{report}");
+    assert_eq!(status_of("student", &student), "present", "{report}");
     for r in report["records"].as_array().unwrap() {
         assert_ne!(r["status"], "absent", "nobody of the lesson is absent: {report}");
     }
