@@ -18,7 +18,7 @@ build_pkgs=(
   poppler-utils tzdata
 )
 test_pkgs=(
-  chromium chromium-driver fonts-liberation fonts-noto-cjk fonts-noto-core
+  chromium chromium-driver fonts-liberation fonts-noto-cjk fonts-noto-core coturn
 )
 
 pkgs=("${build_pkgs[@]}")

@@ -36,6 +36,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("classroom.late_after", "how long after the start a first join counts as late, e.g. 5m"),
     ("classroom.early_before", "how long before the end a final leave counts as leaving early, e.g. 5m"),
     ("classroom.overrun", "how long after the scheduled end a lesson stays joinable, e.g. 30m"),
+    ("turn.urls", "STUN/TURN URLs handed to clients, comma-separated (turn:host:3478?transport=udp, turns:host:443?transport=tcp)"),
+    ("turn.secret", "coturn's static-auth-secret, for time-limited TURN credentials"),
+    ("turn.credential_ttl", "how long a TURN credential stays valid, e.g. 4h"),
     ("log.format", "text or json"),
     ("log.level", "a tracing filter such as info or tongxin_web=debug,info"),
 ];
@@ -56,6 +59,8 @@ pub struct Config {
     pub rooms: RoomsConfig,
     /// Lesson windows and attendance margins.
     pub classroom: ClassroomConfig,
+    /// TURN relays handed to clients.
+    pub turn: TurnConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -144,6 +149,36 @@ impl ClassroomConfig {
             early_before: self.early_before,
             overrun: self.overrun,
         }
+    }
+}
+
+/// `[turn]`: relays for networks that block UDP (see `crate::turn`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// `turn.urls`
+    #[serde(deserialize_with = "list")]
+    pub urls: Vec<String>,
+    /// `turn.secret`
+    pub secret: Option<String>,
+    /// `turn.credential_ttl`
+    #[serde(deserialize_with = "duration")]
+    pub credential_ttl: Duration,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig { urls: Vec::new(), secret: None, credential_ttl: Duration::from_secs(4 * 3600) }
+    }
+}
+
+impl fmt::Debug for TurnConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TurnConfig")
+            .field("urls", &self.urls)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("credential_ttl", &self.credential_ttl)
+            .finish()
     }
 }
 
@@ -261,6 +296,20 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         return Err(serde::de::Error::custom("must be longer than zero"));
     }
     Ok(dur)
+}
+
+/// A list from TOML, or from an environment variable's comma-separated text.
+fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum L {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match L::deserialize(d)? {
+        L::List(v) => v,
+        L::Text(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+    })
 }
 
 /// A duration such as `"15m"`, where `"0s"` is allowed.
@@ -431,6 +480,18 @@ impl Config {
             (None, Some(_)) => return Err(ConfigError::Key { key: "http.tls_cert".into(), message: "required with http.tls_key".into() }),
             _ => {}
         }
+        if let Some(bad) = self.turn.urls.iter().find(|u| !["stun:", "turn:", "turns:"].iter().any(|p| u.starts_with(p))) {
+            let message = format!("{bad:?} is not a stun:, turn: or turns: URL");
+            return Err(ConfigError::Key { key: "turn.urls".into(), message });
+        }
+        let relays = self.turn.urls.iter().any(|u| !u.starts_with("stun:"));
+        if relays && self.turn.secret.as_deref().is_none_or(|s| s.len() < 16) {
+            let message = "required with turn: URLs: coturn's static-auth-secret, at least 16 characters".into();
+            return Err(ConfigError::Key { key: "turn.secret".into(), message });
+        }
+        if self.turn.credential_ttl > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::Key { key: "turn.credential_ttl".into(), message: "must be at most 24h".into() });
+        }
         let day = Duration::from_secs(24 * 3600);
         let margins = [
             ("classroom.open_before", self.classroom.open_before, day),
@@ -549,6 +610,16 @@ mod tests {
 
         let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_HTTP_TLS_CERT", "/etc/ssl/a.pem")]), &[]));
         assert_eq!(k, "http.tls_key");
+
+        let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_TURN_URLS", "turn:t.example:3478")]), &[]));
+        assert_eq!(k, "turn.secret");
+        let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_TURN_URLS", "http://t.example")]), &[]));
+        assert_eq!(k, "turn.urls");
+        let e = env(&[
+            ("TONGXIN_TURN_URLS", "stun:t.example:3478, turns:t.example:443?transport=tcp"),
+            ("TONGXIN_TURN_SECRET", "sixteen-chars-long"),
+        ]);
+        assert_eq!(Config::load(None, e, &[]).unwrap().turn.urls.len(), 2);
 
         let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_CLASSROOM_OVERRUN", "2d")]), &[]));
         assert_eq!(k, "classroom.overrun");

@@ -19,6 +19,7 @@ pub mod stream_keys;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;
+pub mod turn;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -52,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .merge(auth::router())
         .merge(accounts::api::router())
         .merge(tokens::router())
+        .merge(turn::router())
         .merge(stream_keys::router())
         .merge(rooms::router())
         .merge(classroom::router())

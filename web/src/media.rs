@@ -6,6 +6,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use tongxin_common::{Clock, Db, JoinGrant, TokenKey};
 use tongxin_sfu::MediaServer;
 use tongxin_sfu::http::{AuthError, Authorizer, WhipState};
@@ -39,8 +43,24 @@ impl Authorizer for BearerAuthorizer {
 }
 
 /// `/whip/{room}`, `/whep/{room}` and the room signalling WebSocket `/api/v1/rtc` over `media`.
+/// A WHIP or WHEP session created (`201`) also gets the TURN servers as `Link` headers.
 pub fn router<S: Clone + Send + Sync + 'static>(state: &AppState, media: MediaServer) -> Router<S> {
     let auth = BearerAuthorizer { key: state.token_key.clone(), db: state.db.clone(), clock: state.clock.clone() };
     let whip = WhipState::new(media, Arc::new(auth));
-    tongxin_sfu::http::router(whip.clone()).merge(tongxin_sfu::ws::router(whip)).with_state(())
+    let sessions = tongxin_sfu::http::router(whip.clone()).layer(axum::middleware::from_fn_with_state(state.clone(), ice_server_links));
+    sessions.merge(tongxin_sfu::ws::router(whip)).with_state(())
+}
+
+/// Adds RFC 9725 `Link: <turn:…>; rel="ice-server"` headers to a newly created WHIP/WHEP session.
+async fn ice_server_links(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::CREATED && !state.config.turn.urls.is_empty() {
+        // The session's own id makes the label: opaque, and distinct per session.
+        let label = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("whip").to_owned();
+        let servers = crate::turn::ice_servers(&state.config.turn, &crate::turn::label("whip", &label), state.clock.now());
+        for value in crate::turn::link_headers(&servers) {
+            response.headers_mut().append(header::LINK, value);
+        }
+    }
+    response
 }

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::classroom::{controls, live, manage, reports};
-use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens};
+use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens, turn};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -15,7 +15,7 @@ use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens};
     paths(
         auth::login, auth::logout, auth::me, auth::set_locale, auth::change_password,
         accounts::api::list_users, accounts::api::create_user, accounts::api::get_user, accounts::api::update_user,
-        tokens::mint_join_token,
+        tokens::mint_join_token, turn::for_join_token,
         stream_keys::create, stream_keys::list, stream_keys::revoke,
         rooms::list_rooms,
         ops::healthz, ops::readyz, ops::metrics,
@@ -31,7 +31,7 @@ use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens};
         reports::course_json, reports::course_csv,
         controls::upload_deck, controls::slide_page,
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail,
+    components(schemas(error::ErrorBody, error::ErrorDetail, turn::IceServers, turn::IceServer,
         manage::AccountChoice, manage::School, manage::Site, manage::Course, manage::Student, manage::LinkInfo, manage::EnrolledStudent, manage::CreatedLink,
         manage::Lesson, manage::CreateSchool, manage::UpdateSchool, manage::CreateSite, manage::UpdateSite, manage::CreateCourse,
         manage::CreateStudent, manage::EnrollStudent, manage::RepeatRequest, manage::CreateLessons, live::LessonJoin, live::SiteName,

@@ -71,6 +71,9 @@ pub struct JoinTokenResponse {
     pub token: String,
     /// When it stops being accepted, Unix ms.
     pub expires_at: i64,
+    /// STUN/TURN servers for the connection (TURN credentials expire on their own).
+    #[schema(value_type = Vec<Object>)]
+    pub ice_servers: Vec<crate::turn::IceServer>,
 }
 
 /// Mints a join token.
@@ -98,5 +101,6 @@ pub async fn mint_join_token(
     let token = state.token_key.mint(&grant, now, ttl)?;
     state.metrics.join_token_minted();
     tracing::info!(by = %me.user.id, room = %grant.room, role = %grant.role, "join token minted");
-    Ok(Json(JoinTokenResponse { token, expires_at: unix_millis(now + ttl) }))
+    let ice = crate::turn::ice_servers(&state.config.turn, &crate::turn::label(grant.room.as_str(), grant.identity.as_str()), now);
+    Ok(Json(JoinTokenResponse { token, expires_at: unix_millis(now + ttl), ice_servers: ice.ice_servers }))
 }

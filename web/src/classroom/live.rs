@@ -99,6 +99,9 @@ pub struct LessonJoin {
     pub token: String,
     /// When the token stops being accepted, Unix ms.
     pub expires_at: i64,
+    /// STUN/TURN servers for the connection (TURN credentials expire on their own).
+    #[schema(value_type = Vec<Object>)]
+    pub ice_servers: Vec<crate::turn::IceServer>,
     /// The lesson's room.
     pub room: String,
     /// The room identity (`teacher:<id>`, `classroom:<site>`, `student:<id>`, `observer:<id>`).
@@ -271,6 +274,12 @@ async fn admit_and_join(state: &AppState, lesson: Lesson, caller: &Caller<'_>, n
         decks: state.classroom.decks(&lesson.id).await?,
         state: live,
         sites,
+        ice_servers: crate::turn::ice_servers(
+            &state.config.turn,
+            &crate::turn::label(grant.room.as_str(), grant.identity.as_str()),
+            now_time,
+        )
+        .ice_servers,
         lesson,
     }))
 }

@@ -144,8 +144,13 @@ fn migrate_on_postgres() {
 #[test]
 fn serve_answers_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child =
-        tongxin(dir.path()).args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"]).stderr(Stdio::piped()).spawn().unwrap();
+    // Any free media port: the default one may be taken by a server running on this machine.
+    let mut child = tongxin(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("TONGXIN_MEDIA_LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut url = None;
