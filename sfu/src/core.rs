@@ -166,9 +166,10 @@ pub(crate) struct TrackIn {
     pending_keyframe_request: HashMap<Option<Rid>, KeyframeRequestKind>,
     /// Simulcast layers by rid, as they arrive.
     pub(crate) layers: Vec<LayerIn>,
+    /// Which layers its publisher was asked to pause (room pages only) because nobody wants them.
+    pub(crate) pause: crate::layers::LayerPause,
 }
 
-/// A subscriber's outgoing m-line and how the current source maps onto it.
 /// One simulcast layer of an incoming track.
 #[derive(Debug)]
 pub(crate) struct LayerIn {
@@ -189,10 +190,12 @@ impl TrackIn {
             last_keyframe_request: HashMap::new(),
             pending_keyframe_request: HashMap::new(),
             layers: Vec::new(),
+            pause: crate::layers::LayerPause::default(),
         }
     }
 }
 
+/// A subscriber's outgoing m-line and how the current source maps onto it.
 #[derive(Debug)]
 pub(crate) struct TrackOut {
     pub(crate) mid: Mid,

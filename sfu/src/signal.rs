@@ -330,6 +330,14 @@ pub enum ServerMessage {
         /// One entry per participant.
         participants: Vec<QualityView>,
     },
+    /// Which simulcast layers of one of your own tracks nobody receives: stop sending those
+    /// (`RTCRtpEncodingParameters.active = false`) and send all the others.
+    Layers {
+        /// Your track.
+        track: TrackId,
+        /// The rids to pause, lowest layer first; empty: send every layer.
+        paused: Vec<String>,
+    },
     /// You were removed.
     Removed {
         /// Why.
@@ -411,5 +419,7 @@ mod tests {
         let offer = ServerMessage::Offer { sdp: "v=0".into(), tracks: BTreeMap::from([("1".to_owned(), TrackId(2))]) };
         assert_eq!(serde_json::to_value(&offer).unwrap(), serde_json::json!({"type":"offer","sdp":"v=0","tracks":{"1":"t2"}}));
         assert_eq!(serde_json::to_value(ServerMessage::Pong).unwrap(), serde_json::json!({"type":"pong"}));
+        let layers = ServerMessage::Layers { track: TrackId(5), paused: vec!["h".into(), "f".into()] };
+        assert_eq!(serde_json::to_value(&layers).unwrap(), serde_json::json!({"type":"layers","track":"t5","paused":["h","f"]}));
     }
 }

@@ -1,15 +1,17 @@
 //! Simulcast: measuring each incoming layer's rate and choosing, per subscriber m-line, the layer
 //! it should carry ([`crate::layers::LayerSelector`]). Forwarding switches at the chosen layer's
-//! next keyframe, which is asked of that layer alone.
+//! next keyframe, which is asked of that layer alone. A room page is then told which of its
+//! layers nobody wants ([`crate::layers::LayerPause`]), so it stops encoding and sending them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::rtp::Ssrc;
 
 use crate::core::{PeerId, Role, Sfu};
 use crate::layers::LayerRate;
-use crate::signal::TrackId;
+use crate::signal::{ServerMessage, TrackId};
 
 /// Weight of the newest measurement in a layer's smoothed rate (keyframes make single
 /// measurements jumpy).
@@ -22,6 +24,7 @@ struct Layers {
     publisher: PeerId,
     mid: Mid,
     rids: Vec<Rid>,
+    ssrcs: Vec<Ssrc>,
     rates: Vec<LayerRate>,
 }
 
@@ -36,6 +39,12 @@ impl Sfu {
             let Role::Publisher { tracks, .. } = &mut peer.role else { continue };
             for (mid, track) in tracks.iter_mut().filter(|(_, t)| t.kind == MediaKind::Video) {
                 for layer in &mut track.layers {
+                    // A paused layer keeps the rate it had: what resuming it would cost, and its
+                    // place in the order (a silent top layer is not the new lowest).
+                    if track.pause.is_paused(layer.rid) {
+                        layer.bytes = 0;
+                        continue;
+                    }
                     let measured = layer.bytes as f64 * 8.0 / elapsed_secs.max(1e-3);
                     layer.bps = if layer.bps == 0.0 { measured } else { layer.bps + RATE_SMOOTHING * (measured - layer.bps) };
                     layer.bytes = 0;
@@ -43,10 +52,12 @@ impl Sfu {
                 if track.layers.len() < 2 {
                     continue;
                 }
-                let mut order: Vec<(Rid, f64)> = track.layers.iter().map(|l| (l.rid, l.bps)).collect();
-                order.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.to_string().cmp(&b.0.to_string())));
-                let rates = order.iter().enumerate().map(|(index, (_, bps))| LayerRate { index, bps: *bps }).collect();
-                let layers = Layers { publisher: *id, mid: *mid, rids: order.iter().map(|(r, _)| *r).collect(), rates };
+                let mut order: Vec<(Rid, Ssrc, f64)> = track.layers.iter().map(|l| (l.rid, l.ssrc, l.bps)).collect();
+                order.sort_by(|a, b| a.2.total_cmp(&b.2).then_with(|| a.0.to_string().cmp(&b.0.to_string())));
+                let rates = order.iter().enumerate().map(|(index, (_, _, bps))| LayerRate { index, bps: *bps }).collect();
+                let rids = order.iter().map(|(r, _, _)| *r).collect();
+                let ssrcs = order.iter().map(|(_, s, _)| *s).collect();
+                let layers = Layers { publisher: *id, mid: *mid, rids, ssrcs, rates };
                 match track.track {
                     Some(t) => by_track.insert(t, layers),
                     None => by_publisher.insert(*id, layers),
@@ -57,6 +68,8 @@ impl Sfu {
             return;
         }
         let mut requests = Vec::new();
+        // Per (publisher, mid): the layers some subscriber m-line is given or still carries.
+        let mut wanted: HashMap<(PeerId, Mid), HashSet<Rid>> = HashMap::new();
         let subscribers: Vec<PeerId> = self.peers.keys().copied().collect();
         for sub in subscribers {
             let cap = self.budget_of(sub);
@@ -84,6 +97,15 @@ impl Sfu {
                 let Some(layers) = layered(out) else { continue };
                 let Some(index) = out.selector.choose(now, &layers.rates, share, out.max_layer) else { continue };
                 let rid = layers.rids[index];
+                let wants = wanted.entry((layers.publisher, layers.mid)).or_default();
+                wants.insert(rid);
+                // The layer forwarded now goes on until the chosen one's keyframe.
+                if let Some((p, ssrc)) = out.source
+                    && p == layers.publisher
+                    && let Some(i) = layers.ssrcs.iter().position(|s| *s == ssrc)
+                {
+                    wants.insert(layers.rids[i]);
+                }
                 if out.target != Some(rid) {
                     out.target = Some(rid);
                     requests.push((layers.publisher, layers.mid, rid));
@@ -92,6 +114,24 @@ impl Sfu {
         }
         for (publisher, mid, rid) in requests {
             self.queue_layer_keyframe_request(now, publisher, mid, rid, KeyframeRequestKind::Pli);
+        }
+        self.pause_unwanted_layers(now, &by_track, &wanted);
+    }
+
+    /// Tells each room page which of its simulcast layers nobody wants (a `layers` frame, on
+    /// change). A WHIP publisher cannot be told: its unwanted layers are only not forwarded.
+    fn pause_unwanted_layers(&mut self, now: Instant, by_track: &HashMap<TrackId, Layers>, wanted: &HashMap<(PeerId, Mid), HashSet<Rid>>) {
+        for (track_id, layers) in by_track {
+            // Without its WebSocket (a reconnect under way) the page could not hear: decide later.
+            let Some(conn) = self.pausable_publisher(layers.publisher) else { continue };
+            let wants = wanted.get(&(layers.publisher, layers.mid));
+            let flags: Vec<(Rid, bool)> = layers.rids.iter().map(|r| (*r, wants.is_some_and(|w| w.contains(r)))).collect();
+            let Some(Role::Publisher { tracks, .. }) = self.peers.get_mut(&layers.publisher).map(|p| &mut p.role) else { continue };
+            let Some(track) = tracks.get_mut(&layers.mid) else { continue };
+            if let Some(paused) = track.pause.update(now, &flags, wants.is_some()) {
+                tracing::debug!(track = track_id.0, paused = ?paused.iter().map(|r| r.to_string()).collect::<Vec<_>>(), "simulcast layers paused");
+                self.send(conn, ServerMessage::Layers { track: *track_id, paused: paused.iter().map(|r| r.to_string()).collect() });
+            }
         }
     }
 }

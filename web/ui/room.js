@@ -183,7 +183,7 @@ class RoomSession {
     this.tiles = new Map(); // identity -> tile elements
     this.chat = [];
     this.audioBlocked = new Set();
-    this.client = new RoomClient(room, token)
+    this.client = new RoomClient(room, token, { simulcast: true })
       .on('state', (s) => this.onState(s))
       .on('participant', (p) => this.updateTile(p))
       .on('left', (identity) => this.removeTile(identity))
@@ -229,7 +229,8 @@ class RoomSession {
       get errors() { return c.errors.slice(); },
       get local() {
         const tracks = c.local.stream ? c.local.stream.getTracks() : [];
-        return { muted: { ...c.local.muted }, published: [...c.published], tracks: tracks.map((x) => ({ kind: x.kind, enabled: x.enabled })) };
+        const track = (x) => ({ kind: x.kind, enabled: x.enabled, width: x.getSettings().width, height: x.getSettings().height });
+        return { muted: { ...c.local.muted }, published: [...c.published], tracks: tracks.map(track) };
       },
       get channel() { return c.channel; },
       get dataUsedBytes() { return c.dataUsed; },
@@ -240,6 +241,11 @@ class RoomSession {
         return v && v.srcObject ? v.getVideoPlaybackQuality().totalVideoFrames : -1;
       },
       stats: () => c.inboundStats(),
+      outbound: () => c.outboundStats(),
+      // The rids of each own source the server asked to pause.
+      get paused() { return Object.fromEntries(Object.entries(c.paused).map(([k, v]) => [k, [...v]])); },
+      // A raw protocol frame, for tests that ask what the controls do not offer.
+      send: (msg) => c.send(msg),
     };
   }
 

@@ -14,6 +14,16 @@ const FATAL_ON_JOIN = ['unsupported_protocol', 'unauthorized', 'room_full', 'too
 // Small and slow: a classroom on a weak rural link cannot carry more, and cheap phones encode it.
 const CAMERA = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15, max: 15 } };
 const CAMERA_KBPS = 500;
+// A simulcast camera is opened at 720p, so its top layer is worth its megabit.
+const CAMERA_HD = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 15, max: 15 } };
+// The room page's camera as three layers by rid, lowest first; the server forwards each viewer
+// the one that fits its link and tells us (`layers`) which ones nobody receives. The lowest stays
+// below 80 kbit/s with packet headers, so it still fits a 150 kbit/s link beside the audio.
+export const CAMERA_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 72000, maxFramerate: 15 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 300000, maxFramerate: 15 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1000000, maxFramerate: 15 },
+];
 const SCREEN_KBPS = 300;
 const DEVICES_KEY = 'tongxin.devices';
 // The receive budgets offered, kbit/s (null: no cap); the chosen one is kept per device.
@@ -89,8 +99,11 @@ function normalize(p) {
 //   change       local media, publishing, permissions, the participant count or the data
 //                channel changed
 //   usage        the bytes both connections carried in this page's life (`dataUsed`) grew
+//
+// Options: `simulcast` publishes the camera as CAMERA_LAYERS (the room page); without it the
+// camera is one encoding, `cameraEncoding` (a lesson's pages, which size it themselves).
 export class RoomClient {
-  constructor(room, token) {
+  constructor(room, token, { simulcast = false } = {}) {
     this.room = room;
     this.token = token;
     this.listeners = {};
@@ -123,6 +136,9 @@ export class RoomClient {
     // The camera's RTCRtpEncodingParameters (maxBitrate, maxFramerate, scaleResolutionDownBy);
     // a lesson's classroom terminal sends small until it is brought on stage.
     this.cameraEncoding = { maxBitrate: CAMERA_KBPS * 1000 };
+    this.simulcast = simulcast;
+    // Per source: the rids the server last asked us to pause (its `layers` frames).
+    this.paused = {};
     // Bytes per peer connection this page ever had, so a resume's new connections add to the
     // total; the slot of a connection survives its closing without keeping it alive.
     this.usage = { bytes: [], slot: new WeakMap() };
@@ -197,7 +213,8 @@ export class RoomClient {
   async acquire() {
     this.stopLocal();
     const audio = this.devices.microphone ? { deviceId: { ideal: this.devices.microphone } } : true;
-    const video = this.devices.camera ? { ...CAMERA, deviceId: { ideal: this.devices.camera } } : CAMERA;
+    const size = this.simulcast ? CAMERA_HD : CAMERA;
+    const video = this.devices.camera ? { ...size, deviceId: { ideal: this.devices.camera } } : size;
     let stream = null;
     for (const want of [{ audio, video }, { audio }, { video }]) {
       try {
@@ -258,7 +275,7 @@ export class RoomClient {
       return;
     }
     if (!msg || typeof msg.type !== 'string') return;
-    if (!['quality', 'speakers', 'pong', 'offer', 'publish_answer'].includes(msg.type)) {
+    if (!['quality', 'speakers', 'pong', 'offer', 'publish_answer', 'layers'].includes(msg.type)) {
       const who = typeof msg.participant === 'string' ? msg.participant : (msg.participant && msg.participant.identity) || msg.identity;
       this.events.push({ type: msg.type, identity: who, reason: msg.reason, code: msg.code, at: Date.now() });
       if (this.events.length > 500) this.events.shift();
@@ -275,6 +292,7 @@ export class RoomClient {
       permissions_changed: () => this.onPermissions(msg),
       speakers: () => this.emit('speakers', new Set((msg.speakers || []).map((s) => s.identity))),
       quality: () => this.onQuality(msg),
+      layers: () => this.onLayers(msg),
       removed: () => this.onRemoved(msg),
       error: () => this.onError(msg),
     }[msg.type];
@@ -491,7 +509,8 @@ export class RoomClient {
     const video = stream.getVideoTracks()[0];
     if (audio) this.tx.microphone = pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
     if (video) {
-      this.tx.camera = pc.addTransceiver(video, { direction: 'sendonly', streams: [stream], sendEncodings: [{ ...this.cameraEncoding }] });
+      const sendEncodings = this.simulcast ? CAMERA_LAYERS.map((l) => ({ ...l })) : [{ ...this.cameraEncoding }];
+      this.tx.camera = pc.addTransceiver(video, { direction: 'sendonly', streams: [stream], sendEncodings });
       preferH264(this.tx.camera);
     }
     if (this.local.screen) this.addScreen(this.local.screen.getVideoTracks()[0]);
@@ -499,10 +518,12 @@ export class RoomClient {
     this.negotiatePublish();
   }
 
-  // Changes how the camera is sent ({maxBitrate, maxFramerate, scaleResolutionDownBy}; what is
-  // left out goes back to the default), now when publishing and on every later publish.
+  // Changes how the single-encoding camera is sent ({maxBitrate, maxFramerate,
+  // scaleResolutionDownBy}; what is left out goes back to the default), now when publishing and
+  // on every later publish. A simulcast camera keeps its layers.
   async setCameraEncoding(encoding) {
     this.cameraEncoding = { maxBitrate: CAMERA_KBPS * 1000, ...encoding };
+    if (this.simulcast) return;
     const sender = this.tx.camera && this.tx.camera.sender;
     if (!sender || !sender.track) return;
     const params = sender.getParameters();
@@ -559,6 +580,29 @@ export class RoomClient {
       console.warn('publish failed', e);
       if (pc === this.pub) this.emit('error', { code: 'publish_failed' });
     });
+  }
+
+  // The server's `layers`: which encodings of one of our tracks nobody receives. Those stop
+  // (encoder and uplink idle), every other one goes on. Applied after any publish exchange in
+  // progress, so parameters are never changed halfway through a negotiation.
+  onLayers(msg) {
+    const own = this.me && this.me.tracks.find((x) => x.id === msg.track);
+    if (!own || !Array.isArray(msg.paused)) return;
+    const paused = new Set(msg.paused.filter((r) => typeof r === 'string'));
+    this.paused[own.source] = paused;
+    const pc = this.pub;
+    this.pubQueue = this.pubQueue.then(async () => {
+      const tx = this.tx[own.source];
+      if (pc !== this.pub || !tx || this.paused[own.source] !== paused) return; // superseded
+      const params = tx.sender.getParameters();
+      let changed = false;
+      for (const enc of params.encodings || []) {
+        if (!enc.rid || enc.active === !paused.has(enc.rid)) continue;
+        enc.active = !paused.has(enc.rid);
+        changed = true;
+      }
+      if (changed) await tx.sender.setParameters(params);
+    }).catch((e) => console.warn('layers not applied', e));
   }
 
   onPublishAnswer(msg) {
@@ -680,6 +724,7 @@ export class RoomClient {
     if (this.pub) this.pub.close();
     this.pub = null;
     this.tx = {};
+    this.paused = {};
     this.published = new Set();
   }
 
@@ -738,6 +783,27 @@ export class RoomClient {
     if (this.dataUsed !== before) this.emit('usage', this.dataUsed);
   }
 
+  // What the publisher connection sends, per outgoing stream (a simulcast camera has one per
+  // rid): its counters and whether its encoding is active.
+  async outboundStats() {
+    if (!this.pub) return [];
+    const out = [];
+    const report = await this.pub.getStats();
+    const encodings = (this.tx.camera && this.tx.camera.sender.getParameters().encodings) || [];
+    for (const s of report.values()) {
+      if (s.type !== 'outbound-rtp') continue;
+      const source = SOURCES.find((x) => this.tx[x] && this.tx[x].mid === s.mid) || null;
+      const enc = source === 'camera' ? encodings.find((e) => (e.rid || null) === (s.rid || null)) : null;
+      out.push({
+        kind: s.kind, source, rid: s.rid || null, active: enc ? enc.active !== false : null, bytesSent: s.bytesSent,
+        framesEncoded: s.framesEncoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight, framesPerSecond: s.framesPerSecond,
+        targetBitrate: s.targetBitrate, encoder: s.encoderImplementation, limitation: s.qualityLimitationReason, timestamp: s.timestamp,
+        retransmittedBytesSent: s.retransmittedBytesSent, keyFramesEncoded: s.keyFramesEncoded, packetsSent: s.packetsSent,
+      });
+    }
+    return out;
+  }
+
   // Inbound video per remote track, from the subscriber connection's statistics.
   async inboundStats() {
     if (!this.sub) return [];
@@ -748,7 +814,11 @@ export class RoomClient {
       const trackId = s.mid !== undefined ? this.mids[s.mid] : undefined;
       let owner = null;
       for (const p of this.participants.values()) if (p.tracks.some((x) => x.id === trackId)) owner = p.identity;
-      out.push({ kind: s.kind, mid: s.mid, trackId, owner, framesDecoded: s.framesDecoded, packetsReceived: s.packetsReceived, packetsLost: s.packetsLost });
+      out.push({
+        kind: s.kind, mid: s.mid, trackId, owner, framesDecoded: s.framesDecoded, packetsReceived: s.packetsReceived,
+        packetsLost: s.packetsLost, bytesReceived: s.bytesReceived, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
+        timestamp: s.timestamp,
+      });
     }
     return out;
   }

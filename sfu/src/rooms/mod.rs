@@ -336,7 +336,7 @@ impl Sfu {
         self.rooms.get_mut(room)?.participants.get_mut(identity)
     }
 
-    fn send(&mut self, conn: ConnId, message: ServerMessage) {
+    pub(crate) fn send(&mut self, conn: ConnId, message: ServerMessage) {
         self.signals.push_back(Signal { conn, message: Some(message), close: false });
     }
 
@@ -349,6 +349,14 @@ impl Sfu {
     pub(crate) fn budget_of(&self, pc: PeerId) -> Option<f64> {
         let peer = self.peers.get(&pc)?;
         self.participant(&peer.room, &peer.identity)?.budget_bps
+    }
+
+    /// The WebSocket of the room page publishing on connection `pc`, which can pause its own
+    /// simulcast layers when told to (a WHIP publisher cannot).
+    pub(crate) fn pausable_publisher(&self, pc: PeerId) -> Option<ConnId> {
+        let peer = self.peers.get(&pc)?;
+        let p = self.participant(&peer.room, &peer.identity)?;
+        (p.kind == ParticipantKind::Rtc && p.publisher == Some(pc)).then_some(p.conn).flatten()
     }
 
     /// Sends a message about `identity` to the room, or only to it when it is hidden.

@@ -364,6 +364,19 @@ impl Sfu {
             .unwrap_or_default();
         let sdp = crate::sdp::tune_opus(&answer);
         self.send(conn, ServerMessage::PublishAnswer { sdp, tracks: answer_tracks });
+        // A renegotiation may have given the page fresh senders: the pauses in force are repeated.
+        let paused: Vec<(TrackId, Vec<String>)> = match self.peers.get(&pc).map(|p| &p.role) {
+            Some(Role::Publisher { tracks, .. }) => tracks
+                .values()
+                .filter_map(|t| Some((t.track?, t.pause.paused())))
+                .filter(|(_, rids)| !rids.is_empty())
+                .map(|(id, rids)| (id, rids.iter().map(|r| r.to_string()).collect()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (track, paused) in paused {
+            self.send(conn, ServerMessage::Layers { track, paused });
+        }
         for track in unpublished {
             self.announce(room, identity, ServerMessage::TrackUnpublished { participant: identity.clone(), track });
         }

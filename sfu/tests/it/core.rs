@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tongxin_common::rooms::{LeaveReason, RoomEvent};
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
 use tongxin_sfu::core::RemoveReason;
-use tongxin_sfu::signal::{ClientMessage, ConnId, ServerMessage, VideoQuality};
+use tongxin_sfu::layers::PAUSE_AFTER;
+use tongxin_sfu::signal::{ClientMessage, ConnId, PublishTrack, ServerMessage, VideoQuality};
 use tongxin_sfu::{PeerId, Sfu, SfuConfig, SfuError, SfuEvent, Signal};
 
 const SERVER: &str = "127.0.0.1:7882";
@@ -286,6 +287,29 @@ impl Net {
             self.tick(Duration::from_millis(5));
         }
         panic!("{what} did not happen within 50 simulated seconds");
+    }
+
+    /// Writes one access unit of each simulcast layer but those in `skip` (paused) from client
+    /// `i`: q ≈ 24, h ≈ 96, f ≈ 360 kbit/s at 30 slots a second, the byte after the NAL header
+    /// naming the layer (0xa0 + index), a keyframe every 30th slot.
+    fn send_layers(&mut self, i: usize, video: Mid, n: u64, skip: &[String]) {
+        for (layer, (rid, size)) in [("q", 100usize), ("h", 400), ("f", 1500)].into_iter().enumerate() {
+            if !skip.iter().any(|s| s == rid) {
+                let mut au = if n.is_multiple_of(30) {
+                    vec![0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x06, 0xe2, 0, 0, 0, 1, 0x65, 0x88]
+                } else {
+                    vec![0, 0, 0, 1, 0x41, 0x9a]
+                };
+                au.push(0xa0 + layer as u8);
+                au.extend((0..size).map(|x| ((x as u64 * 7 + n) % 250) as u8 + 1));
+                let now = self.now;
+                let writer = self.clients[i].rtc.writer(video).expect("a writer").rid(Rid::from(rid));
+                let pt = writer.payload_params().find(|p| p.spec().codec == Codec::H264).expect("H.264").pt();
+                writer.write(pt, now, MediaTime::new(n * 3000, Frequency::NINETY_KHZ), au).expect("write");
+            }
+            // str0m wants its output polled after every write: 11 ms per layer, 33 ms a slot.
+            self.tick(Duration::from_millis(11));
+        }
     }
 
     /// Writes one H.264 access unit and one Opus frame from publisher client `i`.
@@ -609,7 +633,6 @@ fn hidden_participants_are_never_announced_named_or_handed_out() {
 
 #[test]
 fn a_simulcast_publisher_reaches_each_subscriber_on_one_layer_that_fits_its_budget() {
-    use str0m::media::{Rid, Simulcast, SimulcastLayer};
     let mut net = Net::new();
     // A WHIP publisher sending three layers by rid: q ≈ 24, h ≈ 96, f ≈ 360 kbit/s.
     let i = net.clients.len();
@@ -617,8 +640,7 @@ fn a_simulcast_publisher_reaches_each_subscriber_on_one_layer_that_fits_its_budg
     let mut rtc = RtcConfig::new().build(net.now);
     rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
     let mut api = rtc.sdp_api();
-    let layers = Simulcast { send: ["q", "h", "f"].map(SimulcastLayer::new).to_vec(), recv: vec![] };
-    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(layers));
+    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(three_layers()));
     let (offer, pending) = api.apply().unwrap();
     net.clients.push(Client {
         rtc,
@@ -642,41 +664,14 @@ fn a_simulcast_publisher_reaches_each_subscriber_on_one_layer_that_fits_its_budg
     let (b, _) = net.join(2, Some(room_grant("class-1")), None);
     net.run_until("everyone connects", |n| n.clients.iter().all(|c| c.connected));
 
-    // Each frame slot: one access unit per layer, its first payload byte after the NAL header
-    // naming the layer, a keyframe every second.
     let mut n = 0u64;
     let mut stream = |net: &mut Net, seconds: u64| {
         for _ in 0..seconds * 30 {
-            for (layer, (rid, size)) in [("q", 100usize), ("h", 400), ("f", 1500)].into_iter().enumerate() {
-                let keyframe = n.is_multiple_of(30);
-                let mut au = if keyframe {
-                    vec![0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x06, 0xe2, 0, 0, 0, 1, 0x65, 0x88]
-                } else {
-                    vec![0, 0, 0, 1, 0x41, 0x9a]
-                };
-                au.push(0xa0 + layer as u8);
-                au.extend((0..size).map(|x| ((x as u64 * 7 + n) % 250) as u8 + 1));
-                let now = net.now;
-                let writer = net.clients[i].rtc.writer(video).expect("a writer").rid(Rid::from(rid));
-                let pt = writer.payload_params().find(|p| p.spec().codec == Codec::H264).expect("H.264").pt();
-                writer.write(pt, now, MediaTime::new(n * 3000, Frequency::NINETY_KHZ), au).expect("write");
-                // str0m wants its output polled after every write: 11 ms per layer, 33 ms a slot.
-                net.tick(Duration::from_millis(11));
-            }
+            net.send_layers(i, video, n, &[]);
             n += 1;
         }
     };
-    let layer_of = |f: &Vec<u8>| f.iter().position(|b| (0xa0..=0xa2).contains(b)).map(|p| f[p] - 0xa0);
-    // The layers of the frames received since `from`, with consecutive repeats folded.
-    let runs = |net: &Net, from: usize| {
-        let mut v: Vec<u8> = Vec::new();
-        for l in net.clients[b].video_frames[from..].iter().filter_map(layer_of) {
-            if v.last() != Some(&l) {
-                v.push(l);
-            }
-        }
-        v
-    };
+    let runs = |net: &Net, from: usize| layer_runs(&net.clients[b].video_frames[from..]);
 
     stream(&mut net, 4);
     assert!(net.clients[b].video_frames.len() > 60, "frames arrive ({})", net.clients[b].video_frames.len());
@@ -708,5 +703,160 @@ fn a_simulcast_publisher_reaches_each_subscriber_on_one_layer_that_fits_its_budg
     stream(&mut net, 5);
     assert_eq!(runs(&net, mark), [1, 0], "video_quality low caps the layer below what the budget allows");
     let errors: Vec<_> = net.messages(2).into_iter().filter(|m| matches!(m, ServerMessage::Error { .. })).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// A send-only video m-line's three simulcast layers by rid, lowest first.
+fn three_layers() -> Simulcast {
+    Simulcast { send: ["q", "h", "f"].map(SimulcastLayer::new).to_vec(), recv: vec![] }
+}
+
+/// The layers (see [`Net::send_layers`]) of received frames, consecutive repeats folded.
+fn layer_runs(frames: &[Vec<u8>]) -> Vec<u8> {
+    let layer_of = |f: &Vec<u8>| f.iter().position(|b| (0xa0..=0xa2).contains(b)).map(|p| f[p] - 0xa0);
+    let mut v: Vec<u8> = Vec::new();
+    for l in frames.iter().filter_map(layer_of) {
+        if v.last() != Some(&l) {
+            v.push(l);
+        }
+    }
+    v
+}
+
+#[test]
+fn a_room_page_pauses_the_layers_nobody_receives_and_resumes_them_at_once() {
+    let mut net = Net::new();
+    net.join(1, Some(room_grant("teacher")), None);
+    // The teacher's page publishes its camera as three layers by rid over the room protocol.
+    let i = net.clients.len();
+    let addr: SocketAddr = format!("127.0.0.1:{}", 50000 + i).parse().unwrap();
+    let mut rtc = RtcConfig::new().build(net.now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(three_layers()));
+    let (offer, pending) = api.apply().unwrap();
+    net.clients.push(Client {
+        rtc,
+        addr,
+        online: true,
+        mids: vec![(video, MediaKind::Video)],
+        connected: false,
+        video_frames: vec![],
+        audio_frames: 0,
+        keyframe_requests: 0,
+    });
+    let camera = PublishTrack { mid: video.to_string(), source: tongxin_common::rooms::TrackSource::Camera };
+    net.sfu.client_message(net.now, ConnId(1), ClientMessage::Publish { sdp: offer.to_sdp_string(), tracks: vec![camera] });
+    net.collect();
+    let (answer, track) = net
+        .messages(1)
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::PublishAnswer { sdp, tracks } => Some((sdp.clone(), *tracks.values().next().expect("the camera's id"))),
+            _ => None,
+        })
+        .expect("a publish_answer");
+    net.accept(i, pending, &answer);
+    let (b, _) = net.join(2, Some(room_grant("class-1")), None);
+    net.run_until("everyone connects", |n| n.clients.iter().all(|c| c.connected));
+
+    // The `layers` frames the teacher's page got so far, in order.
+    let pauses = |net: &Net| -> Vec<Vec<String>> {
+        net.messages(1)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMessage::Layers { track: t, paused } => {
+                    assert_eq!(*t, track, "only the camera is layered");
+                    Some(paused.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // Streams like a page that obeys the latest frame, noting when each frame came (to a slot).
+    let mut n = 0u64;
+    let mut stream = |net: &mut Net, seconds: u64, seen: &mut Vec<(Instant, Vec<String>)>| {
+        for _ in 0..seconds * 30 {
+            let skip = seen.last().map(|(_, p)| p.clone()).unwrap_or_default();
+            net.send_layers(i, video, n, &skip);
+            n += 1;
+            let now = net.now;
+            seen.extend(pauses(net).into_iter().skip(seen.len()).map(|p| (now, p)));
+        }
+    };
+    let mut seen: Vec<(Instant, Vec<String>)> = Vec::new();
+    let start = net.now;
+
+    // The class has no budget, so it gets the lowest layer: h and f are wanted by nobody.
+    stream(&mut net, 3, &mut seen);
+    assert!(seen.is_empty(), "nothing is paused within {PAUSE_AFTER:?} of the layers arriving: {seen:?}");
+    stream(&mut net, 4, &mut seen);
+    assert_eq!(seen.len(), 1, "one frame, sent on change: {seen:?}");
+    assert_eq!(seen[0].1, ["h", "f"], "nobody receives h or f; q is the fallback and keeps going");
+    let after = seen[0].0.duration_since(start);
+    assert!(after >= PAUSE_AFTER && after <= PAUSE_AFTER + Duration::from_secs(2), "paused after {after:?}");
+    let mark = net.clients[b].video_frames.len();
+    stream(&mut net, 2, &mut seen);
+    assert!(net.clients[b].video_frames.len() > mark + 50, "the class goes on receiving the lowest layer");
+    assert_eq!(layer_runs(&net.clients[b].video_frames[mark..]), [0]);
+
+    // The class can take much more now: the top layer is resumed at once (its rate was kept
+    // while paused, so the selector still knows what it costs); h stays paused.
+    let asked = net.now;
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::Budget { kbps: Some(5000) });
+    stream(&mut net, 3, &mut seen);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].1, ["h"], "f resumed, h still unwanted");
+    assert!(
+        seen[1].0.duration_since(asked) <= Duration::from_millis(600),
+        "resumed within a room tick: {:?}",
+        seen[1].0.duration_since(asked)
+    );
+    let mark = net.clients[b].video_frames.len();
+    stream(&mut net, 3, &mut seen);
+    assert_eq!(layer_runs(&net.clients[b].video_frames[mark..]), [2], "the class gets the top layer once it flows again");
+
+    // A small tile: only the lowest layer is wanted, f is paused again after a while.
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::VideoQuality { track, max: VideoQuality::Low });
+    let lowered = net.now;
+    stream(&mut net, 7, &mut seen);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[2].1, ["h", "f"]);
+    assert!(seen[2].0.duration_since(lowered) >= PAUSE_AFTER, "f was not paused before {PAUSE_AFTER:?}");
+
+    // Nobody receives the camera any more: after a while even the lowest layer pauses.
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::Unsubscribe { tracks: vec![track] });
+    net.collect();
+    stream(&mut net, 7, &mut seen);
+    assert_eq!(seen.last().map(|(_, p)| p.as_slice()), Some(&["q".to_owned(), "h".to_owned(), "f".to_owned()][..]), "{seen:?}");
+    // Subscribing again resumes at once what the fresh m-line takes: the fallback, and the top
+    // layer its 5000 kbit/s budget allows (the small-tile cap belonged to the old m-line).
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::Subscribe { tracks: vec![track] });
+    net.collect();
+    net.answer_latest(2, b);
+    let back = net.now;
+    stream(&mut net, 1, &mut seen);
+    let (at, last) = seen.last().cloned().unwrap();
+    assert_eq!(last, ["h"], "{seen:?}");
+    assert!(at.duration_since(back) <= Duration::from_millis(600));
+
+    // The page renegotiates (it adds its microphone): the pause in force is repeated after the
+    // answer, for senders the page may have made afresh.
+    let mut api = net.clients[i].rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().expect("an offer");
+    let before = net.messages(1).len();
+    net.sfu.client_message(net.now, ConnId(1), ClientMessage::Publish { sdp: offer.to_sdp_string(), tracks: vec![] });
+    net.collect();
+    let after: Vec<ServerMessage> = net.messages(1)[before..].iter().map(|m| (*m).clone()).collect();
+    let answer = after.iter().find_map(|m| match m {
+        ServerMessage::PublishAnswer { sdp, .. } => Some(sdp.clone()),
+        _ => None,
+    });
+    net.accept(i, pending, &answer.expect("a publish_answer"));
+    let answered = after.iter().position(|m| matches!(m, ServerMessage::PublishAnswer { .. })).unwrap();
+    let repeated = after.iter().position(|m| matches!(m, ServerMessage::Layers { paused, .. } if paused == &["h"]));
+    assert!(repeated.is_some_and(|r| r > answered), "the pause follows the publish_answer: {after:?}");
+    let errors: Vec<_> = net.messages(1).into_iter().chain(net.messages(2)).filter(|m| matches!(m, ServerMessage::Error { .. })).collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
