@@ -13,7 +13,7 @@ use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tongxin_common::rooms::{Audience, RoomEvent};
@@ -41,8 +41,13 @@ pub enum CodecPolicy {
 /// How the core is set up.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
-    /// The addresses announced as host candidates (the media port as clients reach it).
+    /// The addresses announced as UDP host candidates (the media port as clients reach it).
     pub candidates: Vec<SocketAddr>,
+    /// The addresses announced as passive TCP host candidates (RFC 6544), for networks that
+    /// block UDP; their priority is below UDP's, so a client uses them only when UDP fails.
+    pub tcp_candidates: Vec<SocketAddr>,
+    /// Announce the UDP candidate (false only to force ICE over TCP, in tests).
+    pub announce_udp: bool,
     /// Drop every datagram whose source is not a loopback address (tests, single-host set-ups).
     pub loopback_only: bool,
     /// The codec policy of rooms nobody configured.
@@ -67,6 +72,8 @@ impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
             candidates: Vec::new(),
+            tcp_candidates: Vec::new(),
+            announce_udp: true,
             loopback_only: false,
             default_policy: CodecPolicy::default(),
             disconnect_grace: Duration::from_secs(15),
@@ -138,9 +145,11 @@ pub enum RemoveReason {
     Failed,
 }
 
-/// A datagram to send.
+/// A datagram (or, over ICE-TCP, one framed packet) to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// UDP, or TCP: then it goes on the connection from `destination` (RFC 4571 framing).
+    pub proto: Protocol,
     /// Where to.
     pub destination: SocketAddr,
     /// From which local address.
@@ -260,7 +269,8 @@ pub(crate) struct Peer {
     pub(crate) rtc: Rtc,
     pub(crate) role: Role,
     pub(crate) ufrag: String,
-    pub(crate) addrs: HashSet<SocketAddr>,
+    /// The remote addresses (and transports) ICE verified for this peer.
+    pub(crate) addrs: HashSet<(Protocol, SocketAddr)>,
     pub(crate) connected: bool,
     pub(crate) disconnected_since: Option<Instant>,
     /// The remote closed DTLS (or SCTP): remove at the next timeout, no grace.
@@ -314,7 +324,7 @@ pub struct Sfu {
     pub(crate) rooms: HashMap<RoomName, Room>,
     pub(crate) peers: HashMap<PeerId, Peer>,
     by_ufrag: HashMap<String, PeerId>,
-    by_addr: HashMap<SocketAddr, PeerId>,
+    by_addr: HashMap<(Protocol, SocketAddr), PeerId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     pub(crate) signals: VecDeque<Signal>,
@@ -467,8 +477,10 @@ impl Sfu {
     /// A str0m instance for `room` with the media candidates announced.
     pub(crate) fn new_rtc(&self, now: Instant, room: &RoomName) -> Rtc {
         let mut rtc = self.rtc_config(room).build(now);
-        for addr in &self.config.candidates {
-            match Candidate::host(*addr, "udp") {
+        let udp = self.config.candidates.iter().map(|addr| Candidate::host(*addr, "udp"));
+        let tcp = self.config.tcp_candidates.iter().map(|addr| Candidate::builder().tcp().host(*addr).tcptype(TcpType::Passive).build());
+        for candidate in udp.chain(tcp) {
+            match candidate {
                 Ok(c) => {
                     rtc.add_local_candidate(c);
                 }
@@ -614,17 +626,27 @@ impl Sfu {
 
     /// Feeds a datagram received on the media port.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
+        self.handle_packet(now, Protocol::Udp, source, destination, contents);
+    }
+
+    /// Feeds one packet (an RFC 4571 frame's payload) received on the ICE-TCP connection from
+    /// `source`; answers go out as [`Transmit`]s with `proto` TCP to the same address.
+    pub fn handle_tcp_frame(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
+        self.handle_packet(now, Protocol::Tcp, source, destination, contents);
+    }
+
+    fn handle_packet(&mut self, now: Instant, proto: Protocol, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
         if self.config.loopback_only && !source.ip().is_loopback() {
             self.dropped += 1;
             return;
         }
-        let known = self.by_addr.get(&source).copied();
+        let known = self.by_addr.get(&(proto, source)).copied();
         let id = known.or_else(|| stun::local_ufrag(contents).and_then(|u| self.by_ufrag.get(u).copied()));
         let Some(id) = id else {
             self.dropped += 1;
             return;
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, contents) else {
+        let Ok(receive) = Receive::new(proto, source, destination, contents) else {
             self.dropped += 1;
             return;
         };
@@ -636,8 +658,8 @@ impl Sfu {
         }
         if known.is_none() {
             // The check above verified the STUN message's integrity: this address is the peer's.
-            peer.addrs.insert(source);
-            self.by_addr.insert(source, id);
+            peer.addrs.insert((proto, source));
+            self.by_addr.insert((proto, source), id);
         }
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::debug!(peer = id.0, error = %e, "input refused");
@@ -743,9 +765,12 @@ impl Sfu {
                     peer.next_timeout = t.max(now + Duration::from_millis(1));
                     return;
                 }
-                Output::Transmit(t) => {
-                    self.transmits.push_back(Transmit { destination: t.destination, source: t.source, contents: t.contents.to_vec() })
-                }
+                Output::Transmit(t) => self.transmits.push_back(Transmit {
+                    proto: t.proto,
+                    destination: t.destination,
+                    source: t.source,
+                    contents: t.contents.to_vec(),
+                }),
                 Output::Event(e) => self.handle_event(now, id, e),
             }
         }

@@ -1,6 +1,6 @@
 //! Tongxin's media path: a sans-IO selective forwarding unit on str0m ([`core`]) with its rooms,
 //! participants and simulcast layers, the UDP shell that runs it ([`shell`], which also implements
-//! `RoomControl`), the room signalling protocol ([`signal`], served by [`ws`] at `/api/v1/rtc`),
+//! `RoomControl`; ICE over TCP in [`tcp`]), the room signalling protocol ([`signal`], served by [`ws`] at `/api/v1/rtc`),
 //! and the WHIP/WHEP endpoints ([`http`]).
 #![forbid(unsafe_code)]
 
@@ -14,6 +14,7 @@ pub mod shell;
 pub mod signal;
 mod simulcast;
 pub mod stun;
+pub mod tcp;
 pub mod ws;
 
 pub use crate::core::{CodecPolicy, PeerId, Session, Sfu, SfuConfig, SfuError, SfuEvent};

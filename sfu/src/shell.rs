@@ -14,6 +14,7 @@ use tongxin_common::rooms::{Audience, BoxFuture, Permissions, RoomControl, RoomE
 use tongxin_common::{Identity, JoinGrant, RoomName};
 
 use crate::core::{CodecPolicy, PeerId, Session, Sfu, SfuConfig, SfuError, SfuEvent};
+use crate::tcp::{self, TcpEvent};
 use crate::signal::{ClientMessage, ConnId, ServerMessage};
 
 /// What the media task sends to one WebSocket.
@@ -72,7 +73,7 @@ pub struct MediaStats {
 /// Why the media server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The UDP port could not be bound.
+    /// The UDP port (or the ICE-TCP port) could not be bound.
     #[error("cannot bind the media port {addr}: {source}")]
     Bind {
         /// The address.
@@ -105,7 +106,19 @@ impl MediaServer {
     /// Binds `listen` and starts the media task. `public_ip` is the address announced to clients
     /// (default: the listen address). A loopback candidate makes the server ignore anything that
     /// does not come from loopback.
-    pub async fn start(listen: SocketAddr, public_ip: Option<IpAddr>, mut config: SfuConfig) -> Result<MediaServer, StartError> {
+    pub async fn start(listen: SocketAddr, public_ip: Option<IpAddr>, config: SfuConfig) -> Result<MediaServer, StartError> {
+        MediaServer::start_with_tcp(listen, None, public_ip, config).await
+    }
+
+    /// [`MediaServer::start`], and ICE over TCP on `tcp_listen` when given: a passive TCP
+    /// candidate at `public_ip` (or the TCP listen address) and that port is announced next to
+    /// the UDP one, with a lower priority.
+    pub async fn start_with_tcp(
+        listen: SocketAddr,
+        tcp_listen: Option<SocketAddr>,
+        public_ip: Option<IpAddr>,
+        mut config: SfuConfig,
+    ) -> Result<MediaServer, StartError> {
         let socket = UdpSocket::bind(listen).await.map_err(|source| StartError::Bind { addr: listen, source })?;
         let local_addr = socket.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
         let ip = public_ip.unwrap_or(local_addr.ip());
@@ -113,13 +126,27 @@ impl MediaServer {
             return Err(StartError::NoPublicIp);
         }
         let candidate = SocketAddr::new(ip, local_addr.port());
-        config.candidates = vec![candidate];
+        if config.announce_udp {
+            config.candidates = vec![candidate];
+        }
         config.loopback_only = config.loopback_only || ip.is_loopback();
+        let mut tcp = None;
+        if let Some(tcp_listen) = tcp_listen {
+            let listener =
+                tokio::net::TcpListener::bind(tcp_listen).await.map_err(|source| StartError::Bind { addr: tcp_listen, source })?;
+            let bound = listener.local_addr().map_err(|source| StartError::Bind { addr: tcp_listen, source })?;
+            let tcp_candidate = SocketAddr::new(public_ip.unwrap_or(bound.ip()), bound.port());
+            config.tcp_candidates = vec![tcp_candidate];
+            let (tx, rx) = mpsc::channel(1024);
+            tokio::spawn(tcp::accept(listener, tx));
+            tracing::info!(port = bound.port(), "media server listening (ICE-TCP)");
+            tcp = Some((rx, tcp_candidate));
+        }
         let (tx, rx) = mpsc::channel(256);
         let (events, _) = broadcast::channel(1024);
         let (room_events, _) = broadcast::channel(4096);
-        let outputs = Outputs { events: events.clone(), room_events: room_events.clone(), conns: HashMap::new() };
-        tokio::spawn(run(Sfu::new(config), socket, candidate, rx, outputs));
+        let outputs = Outputs { events: events.clone(), room_events: room_events.clone(), conns: HashMap::new(), tcp: HashMap::new() };
+        tokio::spawn(run(Sfu::new(config), socket, candidate, tcp, rx, outputs));
         tracing::info!(port = local_addr.port(), "media server listening (UDP)");
         Ok(MediaServer { tx, events, room_events, next_conn: Arc::new(AtomicU64::new(1)), local_addr, candidate })
     }
@@ -277,6 +304,8 @@ struct Outputs {
     events: broadcast::Sender<SfuEvent>,
     room_events: broadcast::Sender<RoomEvent>,
     conns: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    /// Open ICE-TCP connections by remote address.
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
 }
 
 fn room_op(sfu: &mut Sfu, now: Instant, op: RoomOp) {
@@ -312,12 +341,38 @@ fn deliver_signals(sfu: &mut Sfu, outputs: &mut Outputs) {
     }
 }
 
-async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mpsc::Receiver<Command>, mut outputs: Outputs) {
+async fn run(
+    mut sfu: Sfu,
+    socket: UdpSocket,
+    candidate: SocketAddr,
+    tcp: Option<(mpsc::Receiver<TcpEvent>, SocketAddr)>,
+    mut rx: mpsc::Receiver<Command>,
+    mut outputs: Outputs,
+) {
     let mut buf = vec![0u8; 2048];
     let mut panics = 0u64;
+    let (mut tcp_rx, tcp_candidate) = match tcp {
+        Some((rx, addr)) => (Some(rx), addr),
+        None => (None, candidate),
+    };
     loop {
         let wake = sfu.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let tcp_event = async {
+            match tcp_rx.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            event = tcp_event => match event {
+                Some(TcpEvent::Opened(remote, tx)) => drop(outputs.tcp.insert(remote, tx)),
+                Some(TcpEvent::Frame(remote, packet)) => {
+                    let now = Instant::now();
+                    guarded(&mut panics, "tcp frame", || sfu.handle_tcp_frame(now, remote, tcp_candidate, &packet));
+                }
+                Some(TcpEvent::Closed(remote)) => drop(outputs.tcp.remove(&remote)),
+                None => tcp_rx = None,
+            },
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
                     let now = Instant::now();
@@ -368,7 +423,12 @@ async fn run(mut sfu: Sfu, socket: UdpSocket, candidate: SocketAddr, mut rx: mps
             }
         }
         while let Some(t) = sfu.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+            if t.proto == str0m::net::Protocol::Tcp {
+                // A full or closed connection drops the packet, as a congested UDP path would.
+                if let Some(conn) = outputs.tcp.get(&t.destination) {
+                    let _ = conn.try_send(t.contents);
+                }
+            } else if let Err(e) = socket.send_to(&t.contents, t.destination).await {
                 tracing::debug!(error = %e, "media send failed");
             }
         }

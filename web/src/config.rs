@@ -29,6 +29,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("auth.join_token_ttl", "default lifetime of a join token, e.g. 1h"),
     ("media.listen", "UDP address of the one media port (WebRTC, WHIP, WHEP)"),
     ("media.public_ip", "address clients reach the media port on (for a server behind NAT)"),
+    ("media.tcp_listen", "TCP address for ICE over TCP (RFC 6544), for networks that block UDP; unset: off"),
     ("rooms.max_rooms", "the most rooms the server runs at once"),
     ("rooms.max_participants", "the most participants in one room (WHIP and WHEP sessions count)"),
     ("rooms.reconnect_grace", "how long a participant keeps its place after losing its connection, e.g. 20s"),
@@ -73,11 +74,13 @@ pub struct MediaConfig {
     pub listen: SocketAddr,
     /// `media.public_ip`
     pub public_ip: Option<std::net::IpAddr>,
+    /// `media.tcp_listen`
+    pub tcp_listen: Option<SocketAddr>,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig { listen: SocketAddr::from(([127, 0, 0, 1], 7882)), public_ip: None }
+        MediaConfig { listen: SocketAddr::from(([127, 0, 0, 1], 7882)), public_ip: None, tcp_listen: None }
     }
 }
 
@@ -475,7 +478,13 @@ impl Config {
                 message: "required when media.listen is a wildcard address: the address clients reach".into(),
             });
         }
-        match (&self.http.tls_cert, &self.http.tls_key) {
+        if self.media.tcp_listen.is_some_and(|a| a.ip().is_unspecified()) && self.media.public_ip.is_none() {
+            return Err(ConfigError::Key {
+                key: "media.public_ip".into(),
+                message: "required when media.tcp_listen is a wildcard address: the address clients reach".into(),
+            });
+        }
+                match (&self.http.tls_cert, &self.http.tls_key) {
             (Some(_), None) => return Err(ConfigError::Key { key: "http.tls_key".into(), message: "required with http.tls_cert".into() }),
             (None, Some(_)) => return Err(ConfigError::Key { key: "http.tls_cert".into(), message: "required with http.tls_key".into() }),
             _ => {}

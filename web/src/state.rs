@@ -44,7 +44,12 @@ impl AppState {
     pub async fn open(config: Config, clock: Clock) -> anyhow::Result<AppState> {
         let db = open_database(&config).await?;
         let token_key = load_token_key(&config)?;
-        let media = tongxin_sfu::MediaServer::start(config.media.listen, config.media.public_ip, config.rooms.sfu_config())
+        let media = tongxin_sfu::MediaServer::start_with_tcp(
+            config.media.listen,
+            config.media.tcp_listen,
+            config.media.public_ip,
+            config.rooms.sfu_config(),
+        )
             .await
             .context("cannot start the media server (media.listen)")?;
         Ok(AppState::assemble(config, db, token_key, clock).with_media(media))

@@ -245,7 +245,33 @@ export class RoomClient {
     this.connect();
   }
 
+  // STUN/TURN servers for this token (TURN credentials are short-lived: fetched again when they
+  // are about to expire). Without them (none configured, or the request failed) ICE uses the
+  // server's UDP and TCP candidates only.
+  async loadIceServers() {
+    if (this.ice && this.ice.token === this.token && (!this.ice.expiresAt || this.ice.expiresAt - Date.now() > 60_000)) return;
+    try {
+      const res = await fetch('/api/v1/ice-servers', { method: 'POST', headers: { authorization: `Bearer ${this.token}` } });
+      const body = res.ok ? await res.json() : null;
+      this.ice = { token: this.token, servers: (body && body.ice_servers) || [], expiresAt: (body && body.expires_at) || 0 };
+    } catch (e) {
+      console.warn('ice-servers', e);
+      this.ice = { token: this.token, servers: [], expiresAt: Date.now() + 60_000 };
+    }
+  }
+
+  peerConnection() {
+    return new RTCPeerConnection({ iceServers: (this.ice && this.ice.servers) || [] });
+  }
+
   connect() {
+    // The session may have ended while the servers were fetched: then no socket is opened.
+    this.loadIceServers().finally(() => {
+      if (['joining', 'reconnecting', 'joined'].includes(this.state)) this.openSocket();
+    });
+  }
+
+  openSocket() {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const ws = new WebSocket(`${scheme}://${location.host}/api/v1/rtc`);
     this.ws = ws;
@@ -350,7 +376,7 @@ export class RoomClient {
   }
 
   makeSubscriber() {
-    const pc = new RTCPeerConnection();
+    const pc = this.peerConnection();
     pc.ontrack = () => this.resolveTracks();
     pc.ondatachannel = (ev) => {
       if (ev.channel.label === 'tongxin') this.attachChannel(ev.channel);
@@ -501,7 +527,7 @@ export class RoomClient {
   startPublishing() {
     this.closePublisher();
     const stream = this.local.stream;
-    const pc = new RTCPeerConnection();
+    const pc = this.peerConnection();
     this.pub = pc;
     pc.onicecandidate = (ev) => this.trickle(pc, 'publisher', ev.candidate);
     pc.onconnectionstatechange = () => this.watchIce(pc);

@@ -3,6 +3,7 @@
 
 mod browser;
 mod lesson;
+mod paths;
 mod room;
 
 use std::path::PathBuf;

@@ -1,14 +1,19 @@
-// Relay-only WebRTC through coturn with the credentials Tongxin hands out: a WHIP publisher and a
-// WHEP player, both forced to `iceTransportPolicy: "relay"`, connect through the TURN server and
-// video flows; an expired credential gathers no relay candidate (coturn answers 401).
+// Which network path a WHIP publisher and a WHEP player in Chromium take to the media server,
+// with the ICE servers from the join response:
+// - PATH_KIND=relay: both forced to `iceTransportPolicy: "relay"` connect through TURN (coturn) and
+//   video flows; with EXPIRED_ICE, an expired credential gathers no relay candidate (401).
+// - PATH_KIND=tcp: the server announces only a passive TCP candidate; both connect over ICE-TCP.
 //
-//   BASE_URL=http://127.0.0.1:PORT USERNAME=... PASSWORD=... EXPIRED_ICE='[{"urls":[...],...}]'
-//   node turn.mjs
+//   BASE_URL=http://127.0.0.1:PORT USERNAME=... PASSWORD=... PATH_KIND=relay|tcp
+//   [EXPIRED_ICE='[{"urls":[...],...}]'] node paths.mjs
 import { launchBrowser, check } from './chromium.mjs';
 
 const base = process.env.BASE_URL;
+const path = process.env.PATH_KIND;
 const expired = JSON.parse(process.env.EXPIRED_ICE || 'null');
-check(base && process.env.USERNAME && process.env.PASSWORD && expired, 'BASE_URL, USERNAME, PASSWORD and EXPIRED_ICE must be set');
+check(base && process.env.USERNAME && process.env.PASSWORD && ['relay', 'tcp'].includes(path),
+  'BASE_URL, USERNAME, PASSWORD and PATH_KIND (relay or tcp) must be set');
+const policy = path === 'relay' ? 'relay' : 'all';
 
 const browser = await launchBrowser();
 try {
@@ -16,7 +21,7 @@ try {
   page.on('console', (m) => { if (m.type() === 'error') console.log(`page: ${m.text()}`); });
   await page.goto(`${base}/healthz`);
 
-  const result = await page.evaluate(async ({ username, password, expired }) => {
+  const result = await page.evaluate(async ({ username, password, expired, policy }) => {
     const json = async (res) => { const b = await res.json().catch(() => null); if (!res.ok) throw new Error(`${res.status} ${JSON.stringify(b)}`); return b; };
     const post = (path, body, token) => fetch(path, {
       method: 'POST', credentials: 'same-origin',
@@ -56,29 +61,30 @@ try {
     const out = {};
     const pub = await mint('relay-pub', true);
     out.iceServers = pub.ice_servers;
-    const pc1 = new RTCPeerConnection({ iceServers: pub.ice_servers, iceTransportPolicy: 'relay' });
+    const pc1 = new RTCPeerConnection({ iceServers: pub.ice_servers, iceTransportPolicy: policy });
     const cam = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240, frameRate: 15 } });
     pc1.addTransceiver(cam.getVideoTracks()[0], { direction: 'sendonly' });
     out.whipLink = await negotiate(pc1, '/whip/relay-room', pub.token);
-    await until('the WHIP publisher connects through the relay', () => pc1.connectionState === 'connected');
+    await until('the WHIP publisher connects', () => pc1.connectionState === 'connected');
     const l1 = await selectedLocal(pc1);
-    out.publisher = l1 && { type: l1.candidateType, relayProtocol: l1.relayProtocol };
+    out.publisher = l1 && { type: l1.candidateType, protocol: l1.protocol, relayProtocol: l1.relayProtocol };
 
     const sub = await mint('relay-sub', false);
-    const pc2 = new RTCPeerConnection({ iceServers: sub.ice_servers, iceTransportPolicy: 'relay' });
+    const pc2 = new RTCPeerConnection({ iceServers: sub.ice_servers, iceTransportPolicy: policy });
     pc2.addTransceiver('video', { direction: 'recvonly' });
     let frames = 0;
     await until('the WHEP player is answered', async () => {
       try { await negotiate(pc2, '/whep/relay-room', sub.token); return true; } catch (e) { if (String(e).includes('404')) return false; throw e; }
     });
-    await until('the WHEP player connects through the relay', () => pc2.connectionState === 'connected');
+    await until('the WHEP player connects', () => pc2.connectionState === 'connected');
     const decoded = async () => { let n = 0; (await pc2.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') n = s.framesDecoded || 0; }); return n; };
     const first = await until('the player decodes frames', async () => { const n = await decoded(); return n > 0 && n; });
     frames = await until('more frames arrive', async () => { const n = await decoded(); return n >= first + 10 && n; });
     out.framesDecoded = [first, frames];
     const l2 = await selectedLocal(pc2);
-    out.player = l2 && { type: l2.candidateType, relayProtocol: l2.relayProtocol };
+    out.player = l2 && { type: l2.candidateType, protocol: l2.protocol, relayProtocol: l2.relayProtocol };
     pc1.close(); pc2.close(); cam.getTracks().forEach((t) => t.stop());
+    if (!expired) return out;
 
     // An expired credential: no relay candidate, and the TURN server's refusal is reported.
     const pc3 = new RTCPeerConnection({ iceServers: expired, iceTransportPolicy: 'relay' });
@@ -92,17 +98,25 @@ try {
     out.expired = { errors, candidates };
     pc3.close();
     return out;
-  }, { username: process.env.USERNAME, password: process.env.PASSWORD, expired });
+  }, { username: process.env.USERNAME, password: process.env.PASSWORD, expired, policy });
 
-  const turn = (result.iceServers || []).find((s) => s.urls.some((u) => u.startsWith('turn:')));
-  check(turn && turn.username && turn.credential, `the join response carries TURN credentials: ${JSON.stringify(result.iceServers)}`);
-  check(/rel="ice-server"/.test(result.whipLink) && result.whipLink.includes('username='), `the WHIP answer has ice-server Link headers: ${result.whipLink}`);
-  check(result.publisher && result.publisher.type === 'relay', `the publisher's selected pair is relayed: ${JSON.stringify(result.publisher)}`);
-  check(result.player && result.player.type === 'relay', `the player's selected pair is relayed: ${JSON.stringify(result.player)}`);
-  console.log(`ok: relay-only publisher (${result.publisher.relayProtocol}) and player (${result.player.relayProtocol}) connected through TURN; frames decoded ${result.framesDecoded.join(' -> ')}`);
-  check(result.expired.candidates.length === 0, `an expired credential gathers no relay candidate: ${result.expired.candidates}`);
-  check(result.expired.errors.includes(401), `coturn refuses the expired credential with 401: ${JSON.stringify(result.expired.errors)}`);
-  console.log(`ok: the expired credential was refused (${JSON.stringify(result.expired.errors)})`);
+  if (path === 'relay') {
+    const turn = (result.iceServers || []).find((s) => s.urls.some((u) => u.startsWith('turn:')));
+    check(turn && turn.username && turn.credential, `the join response carries TURN credentials: ${JSON.stringify(result.iceServers)}`);
+    check(/rel="ice-server"/.test(result.whipLink) && result.whipLink.includes('username='), `the WHIP answer has ice-server Link headers: ${result.whipLink}`);
+    check(result.publisher && result.publisher.type === 'relay', `the publisher's selected pair is relayed: ${JSON.stringify(result.publisher)}`);
+    check(result.player && result.player.type === 'relay', `the player's selected pair is relayed: ${JSON.stringify(result.player)}`);
+    console.log(`ok: relay-only publisher (${result.publisher.relayProtocol}) and player (${result.player.relayProtocol}) connected through TURN; frames decoded ${result.framesDecoded.join(' -> ')}`);
+  } else {
+    check(result.publisher && result.publisher.protocol === 'tcp', `the publisher's selected pair is TCP: ${JSON.stringify(result.publisher)}`);
+    check(result.player && result.player.protocol === 'tcp', `the player's selected pair is TCP: ${JSON.stringify(result.player)}`);
+    console.log(`ok: publisher and player connected over ICE-TCP; frames decoded ${result.framesDecoded.join(' -> ')}`);
+  }
+  if (expired) {
+    check(result.expired.candidates.length === 0, `an expired credential gathers no relay candidate: ${result.expired.candidates}`);
+    check(result.expired.errors.includes(401), `coturn refuses the expired credential with 401: ${JSON.stringify(result.expired.errors)}`);
+    console.log(`ok: the expired credential was refused (${JSON.stringify(result.expired.errors)})`);
+  }
 } finally {
   await browser.close();
 }

@@ -1,7 +1,9 @@
-//! TURN: a coturn started by the test on loopback with a REST secret; Chromium forced to
-//! relay-only connects a WHIP publisher and a WHEP player through it with the credentials from
-//! the join response, and an expired credential is refused. The browser steps are in
-//! `tests/browser/turn.mjs`.
+//! Reachability for networks that block UDP, in Chromium (WHIP publisher and WHEP player; the
+//! steps are in `tests/browser/paths.mjs`):
+//! - TURN: a coturn started by the test on loopback with a REST secret; clients forced to
+//!   relay-only connect through it with the credentials from the join response, and an expired
+//!   credential is refused.
+//! - ICE-TCP: the server announces only a passive TCP candidate; both connect over TCP.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +18,7 @@ use tongxin_web::state::AppState;
 use super::run_script;
 
 const SECRET: &str = "a-test-only-turn-secret";
+const PASSWORD: &str = "long-enough-password";
 
 /// A free loopback port for both UDP and TCP (coturn listens on both).
 fn free_port() -> u16 {
@@ -70,28 +73,50 @@ async fn a_relay_only_client_connects_through_coturn_with_the_join_response_cred
     config.turn.secret = Some(SECRET.to_owned());
     let expired = tongxin_web::turn::ice_servers(&config.turn, "late", SystemTime::now() - 2 * config.turn.credential_ttl);
     let state = AppState::open(config, Clock::system()).await.expect("open the server state");
+    let url = serve_with_admin(state).await;
+    run_script(
+        "paths.mjs",
+        &[
+            ("BASE_URL", url),
+            ("PATH_KIND", "relay".into()),
+            ("USERNAME", "admin".into()),
+            ("PASSWORD", PASSWORD.into()),
+            ("EXPIRED_ICE", serde_json::to_string(&expired.ice_servers).unwrap()),
+        ],
+    )
+    .await;
+    let _ = turn.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_only_a_tcp_candidate_clients_connect_over_ice_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().to_owned();
+    let sfu = tongxin_sfu::SfuConfig { announce_udp: false, ..config.rooms.sfu_config() };
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let media = tongxin_sfu::MediaServer::start_with_tcp(loopback, Some(loopback), None, sfu).await.expect("start media");
+    let db = tongxin_web::state::open_database(&config).await.unwrap();
+    let key = tongxin_web::state::load_token_key(&config).unwrap();
+    let state = AppState::assemble(config, db, key, Clock::system()).with_media(media);
+    let url = serve_with_admin(state).await;
+    run_script("paths.mjs", &[("BASE_URL", url), ("PATH_KIND", "tcp".into()), ("USERNAME", "admin".into()), ("PASSWORD", PASSWORD.into())])
+        .await;
+}
+
+/// Adds an admin account and serves `state` on a loopback port; returns the base URL. The
+/// server runs until the test's runtime ends.
+async fn serve_with_admin(state: AppState) -> String {
     let new = NewUser {
         username: Username::parse("admin").unwrap(),
         display_name: "Admin".into(),
         role: AccountRole::Admin,
-        password_hash: password::hash("long-enough-password").unwrap(),
+        password_hash: password::hash(PASSWORD).unwrap(),
         locale: Locale::En,
     };
     state.accounts.create_user(new, SystemTime::now()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(tongxin_web::serve(state, listener));
-
-    run_script(
-        "turn.mjs",
-        &[
-            ("BASE_URL", url),
-            ("USERNAME", "admin".into()),
-            ("PASSWORD", "long-enough-password".into()),
-            ("EXPIRED_ICE", serde_json::to_string(&expired.ice_servers).unwrap()),
-        ],
-    )
-    .await;
-    server.abort();
-    let _ = turn.kill().await;
+    tokio::spawn(tongxin_web::serve(state, listener));
+    url
 }
