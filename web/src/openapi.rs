@@ -25,7 +25,7 @@ use crate::{accounts, auth, error, ops, rooms, stream_keys, tokens, turn};
         manage::list_students, manage::create_student,
         manage::course_students, manage::enroll, manage::unenroll, manage::create_link, manage::revoke_link,
         manage::list_lessons, manage::create_lessons, manage::get_lesson, manage::cancel_lesson,
-        live::join_lesson, live::join_by_link, live::look_up_link,
+        live::join_lesson, live::join_by_link, live::look_up_link, live::link_state,
         controls::get_state, controls::set_stage, controls::set_hand, controls::lower_hand, controls::set_chat_lock, controls::set_page,
         controls::mute_all, controls::end_lesson, controls::set_headcount, reports::lesson_json, reports::lesson_csv,
         reports::course_json, reports::course_csv,

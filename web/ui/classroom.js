@@ -33,6 +33,29 @@ function errText(e) {
   return errorText(e);
 }
 
+// The form control a request field is entered in, where the names differ.
+const CONTROL_OF = { starts_at: 'date', 'repeat.count': 'count' };
+
+// Marks the control a refused request names (aria-invalid) and moves the focus there, so the fix
+// starts at the right input; editing that control, or a later success, clears the mark.
+function fieldMarks(form) {
+  const clear = (name) => {
+    for (const el of form.querySelectorAll('[aria-invalid]')) if (!name || el.name === name) el.removeAttribute('aria-invalid');
+  };
+  form.addEventListener('input', (ev) => clear(ev.target.name));
+  form.addEventListener('change', (ev) => clear(ev.target.name));
+  const mark = (e) => {
+    clear();
+    const field = e instanceof ApiError && e.code === 'validation' && String(e.field || '').replace(/\[\d+\]$/, '');
+    if (!field) return;
+    const name = CONTROL_OF[field] || field;
+    const controls = [...form.elements].filter((el) => el.name === name);
+    for (const el of controls) el.setAttribute('aria-invalid', 'true');
+    if (controls.length) controls[0].focus();
+  };
+  return { mark, clear: () => clear() };
+}
+
 const path = (p, id) => `${p}/${encodeURIComponent(id)}`;
 // List endpoints answer with an array; an object wrapping one is accepted too.
 const listOf = (data, key) => (Array.isArray(data) ? data : (data && data[key]) || []);
@@ -211,6 +234,7 @@ function editableForm({ id, newKey, editKey, fields, body, fill, create, update,
   const submit = h('button', { type: 'submit', text: t('classroom.create') });
   const cancel = h('button.secondary', { type: 'button', hidden: true, text: t('classroom.cancel_edit'), onclick: () => stopEditing() });
   let editing = null;
+  let marks = null;
   const form = h('form.card', {
     id,
     onsubmit: async (ev) => {
@@ -219,16 +243,19 @@ function editableForm({ id, newKey, editKey, fields, body, fill, create, update,
       try {
         if (editing) await update(editing, body(true));
         else await create(body(false));
+        marks.clear();
         status.replaceChildren(message('ok', t(editing ? 'classroom.saved' : 'classroom.created')));
         stopEditing();
         await reload();
       } catch (e) {
         status.replaceChildren(message('error', e.code === 'conflict' && conflictKey ? t(conflictKey) : errText(e)));
+        marks.mark(e);
       } finally {
         submit.disabled = false;
       }
     },
   }, title, h('div.row', {}, fields), h('div.actions', {}, submit, cancel));
+  marks = fieldMarks(form);
   function stopEditing() {
     editing = null;
     fill(null);
@@ -477,7 +504,7 @@ function courseAttendancePart(ctx) {
     download: `attendance-course-${ctx.course.id}.csv`, text: t('lesson.attendance.csv'),
   });
   p.formSlot.replaceChildren(h('div.row', {}, csv));
-  (async () => {
+  const load = async () => {
     let report;
     try {
       report = await api('GET', `${path('/courses', ctx.course.id)}/attendance`);
@@ -497,7 +524,10 @@ function courseAttendancePart(ctx) {
     });
     const head = ['lesson.att.attendee', 'lesson.att.name', ...STATUSES.map((s) => `lesson.status.${s}`), 'lesson.att.minutes'];
     p.list.replaceChildren(table(head, rows, 'classroom.attendance.empty'));
-  })();
+  };
+  // A lesson scheduled to start at once, or one cancelled, changes the report.
+  ctx.lessonsChanged = load;
+  load();
   return p.el;
 }
 
@@ -651,11 +681,14 @@ function lessonsPart(ctx) {
           site_ids: boxes.filter((b) => b.checked).map((b) => b.value),
           repeat: repeat.value === 'weekly' ? { kind: 'weekly', count: Number(count.value) } : { kind: 'once' },
         });
+        marks.clear();
         status.replaceChildren(message('ok', t('classroom.lesson.scheduled', { n: listOf(created, 'lessons').length || 1 })));
         title.value = '';
         await load();
+        if (ctx.lessonsChanged) ctx.lessonsChanged();
       } catch (e) {
         status.replaceChildren(message('error', errText(e)));
+        marks.mark(e);
       } finally {
         submit.disabled = false;
       }
@@ -671,8 +704,12 @@ function lessonsPart(ctx) {
   h('div.row', {}, label('classroom.field.repeat', repeat), countLabel),
   h('p.muted.small', {}, t('classroom.times_in_zone'), ' ', raw(zone)),
   submit);
+  const marks = fieldMarks(form);
 
-  const startKey = me.id === course.teacher_id ? 'classroom.lesson.start' : 'classroom.lesson.open';
+  // Who the server admits besides the teacher: admins and the school's heads, as observers. An
+  // organizer who is neither gets no button that could only lead to a refusal.
+  const mayJoin = (l) => l.teacher_id === me.id || me.role === 'admin' || (ctx.school?.head_user_ids || []).includes(me.id);
+  const startKey = (l) => (l.teacher_id === me.id ? 'classroom.lesson.start' : 'classroom.lesson.open');
   const row = (l, now) => h('tr.lesson-row', { 'data-lesson': l.id, 'data-state': lessonState(l, now) },
     h('td', {}, timeEl(l.starts_at, zone), h('div.muted.small', { text: t('classroom.lesson.minutes', { n: l.duration_min }) })),
     h('td', {}, raw(l.title), l.series_id ? h('span.pill', { text: t('classroom.lesson.weekly') }) : null),
@@ -681,7 +718,7 @@ function lessonsPart(ctx) {
       : h('span.muted', { text: t('classroom.none') })),
     h('td', {}, statusPill(l, now)),
     h('td', {}, h('div.actions', {},
-      isOpen(l, now) ? joinLink(l, startKey, '.button') : null,
+      isOpen(l, now) && mayJoin(l) ? joinLink(l, startKey(l), '.button') : null,
       l.starts_at <= now && !l.cancelled_at
         ? h('a.attendance-link', { href: `${path('/lesson', l.id)}/attendance`, 'data-nav': true, text: t('classroom.lesson.attendance') }) : null,
       manager && isOpen(l, now) ? h('button.secondary.cancel-lesson', {
@@ -692,6 +729,7 @@ function lessonsPart(ctx) {
             await api('POST', `${path('/lessons', l.id)}/cancel`);
             status.replaceChildren(message('ok', t('classroom.lesson.cancelled')));
             await load();
+            if (ctx.lessonsChanged) ctx.lessonsChanged();
           } catch (e) { status.replaceChildren(message('error', errText(e))); }
         },
       }) : null)));

@@ -439,14 +439,15 @@ class LessonSession {
     }
   }
 
-  // Fetches the state again (a student's link has no state route: it joins again for it).
+  // Fetches the state again. A student's link asks for its course's open lesson, by the secret
+  // in the body like its join, but without joining again (which would log another attempt).
   async resync() {
     try {
-      if (this.secret !== null) {
-        await this.refreshToken();
-        return;
-      }
-      const res = await api('GET', `/lessons/${enc(this.lessonId)}/state`);
+      const res = this.secret !== null
+        ? await api('POST', '/lesson-links/state', { secret: this.secret })
+        : await api('GET', `/lessons/${enc(this.lessonId)}/state`);
+      // The course's open lesson may be another one by now; its state is not ours.
+      if (res.lesson_id && res.lesson_id !== this.lessonId) return;
       this.mergeDecks(res.decks || []);
       this.applyState(res.state, true);
     } catch (e) {

@@ -20,7 +20,7 @@ use tongxin_common::rooms::{Audience, Permissions, RoomControl, RoomEvent, Track
 use tongxin_common::{RoomRole, unix_millis};
 use utoipa::ToSchema;
 
-use super::live::lesson_or_404;
+use super::live::{LessonStateView, lesson_or_404};
 use crate::accounts::AccountRole;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiJson, ErrorBody};
@@ -163,12 +163,10 @@ async fn update(state: &AppState, lesson: &Lesson, change: impl FnOnce(&mut Live
 }
 
 /// `GET /lessons/{id}/state`: the live state and decks (anyone who may see the lesson).
-#[utoipa::path(get, path = "/api/v1/lessons/{id}/state", tag = "classroom", params(("id" = String, Path, description = "The lesson")), responses((status = 200, description = "done"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
-pub async fn get_state(State(state): State<AppState>, _me: CurrentUser, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+#[utoipa::path(get, path = "/api/v1/lessons/{id}/state", tag = "classroom", params(("id" = String, Path, description = "The lesson")), responses((status = 200, body = LessonStateView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("session" = []), ("bearer" = [])))]
+pub async fn get_state(State(state): State<AppState>, _me: CurrentUser, Path(id): Path<String>) -> Result<Json<LessonStateView>, ApiError> {
     let lesson = lesson_or_404(&state, &id).await?;
-    let live = state.classroom.live(&lesson.id).await?.unwrap_or_default();
-    let decks = state.classroom.decks(&lesson.id).await?;
-    Ok(Json(json!({"state": live, "decks": decks})))
+    Ok(Json(LessonStateView::of(&state, &lesson.id).await?))
 }
 
 /// `PUT /lessons/{id}/stage` body.

@@ -2,7 +2,9 @@
 //! terminal, a school head or an admin as a hidden observer) and `POST /api/v1/lesson-links/join`
 //! for a student's personal link. Each answers with a short-lived join token and what the page
 //! needs to catch up: the live state and the decks. `POST /api/v1/lesson-links/lookup` is what the
-//! link's page shows between lessons: the student's name, the course and its lessons.
+//! link's page shows between lessons: the student's name, the course and its lessons;
+//! `POST /api/v1/lesson-links/state` is the live state again for a page already in the lesson
+//! (a join again would mint a token and count as another attempt in the attendance log).
 //!
 //! A link's secret travels only in request bodies (the page reads it from the URL fragment,
 //! `/l#<secret>`), never in a path, so it stays out of access logs, proxies and `Referer`.
@@ -33,9 +35,10 @@ pub fn router() -> Router<AppState> {
         .route("/lessons/{id}/join", post(join_lesson))
         .route("/lesson-links/join", post(join_by_link))
         .route("/lesson-links/lookup", post(look_up_link))
+        .route("/lesson-links/state", post(link_state))
 }
 
-/// `POST /api/v1/lesson-links/join` and `/lookup` body.
+/// `POST /api/v1/lesson-links/join`, `/lookup` and `/state` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSecret {
@@ -225,6 +228,16 @@ pub async fn look_up_link(State(state): State<AppState>, ApiJson(req): ApiJson<L
     Ok(Json(LinkLobby { student: LinkStudent { name: student.name }, course: LinkCourse { id: course.id, title: course.title }, lessons }))
 }
 
+/// The lesson of a course that is open now, or a 409.
+async fn open_lesson(state: &AppState, course_id: &str) -> Result<Lesson, ApiError> {
+    let now = unix_millis(state.clock.now());
+    let filter = tongxin_classroom::store::LessonFilter { course_id: Some(course_id.to_owned()), ..Default::default() };
+    let lessons = state.classroom.list_lessons(&filter).await?;
+    let timing = state.config.classroom.timing();
+    let open = lessons.into_iter().find(|l| rules::phase(l, &timing, now) == Phase::Open);
+    open.ok_or_else(|| ApiError::Conflict("no lesson of this course is open now".into()))
+}
+
 /// Joins the open lesson of a student's course with the student's personal link.
 #[utoipa::path(post, path = "/api/v1/lesson-links/join", tag = "classroom", request_body = LinkSecret,
     responses((status = 200, body = LessonJoin), (status = 403, body = ErrorBody, description = "revoked, or no longer enrolled"),
@@ -232,14 +245,47 @@ pub async fn look_up_link(State(state): State<AppState>, ApiJson(req): ApiJson<L
         (status = 422, body = ErrorBody)))]
 pub async fn join_by_link(State(state): State<AppState>, ApiJson(req): ApiJson<LinkSecret>) -> Result<Json<LessonJoin>, ApiError> {
     let (link, student) = live_link(&state, &req.secret).await?;
-    let now = unix_millis(state.clock.now());
-    let filter = tongxin_classroom::store::LessonFilter { course_id: Some(link.course_id.clone()), ..Default::default() };
-    let lessons = state.classroom.list_lessons(&filter).await?;
-    let timing = state.config.classroom.timing();
-    let open = lessons.into_iter().find(|l| rules::phase(l, &timing, now) == Phase::Open);
-    let lesson = open.ok_or_else(|| ApiError::Conflict("no lesson of this course is open now".into()))?;
+    let lesson = open_lesson(&state, &link.course_id).await?;
     let caller = Caller::StudentLink { student_id: &student.id, enrolled: true, revoked: false };
     admit_and_join(&state, lesson, &caller, student.name).await
+}
+
+/// The live state and decks of the open lesson of a student's course, for a link's page that is
+/// in the lesson already (its data channel opened after a page turn, say). Unlike joining again
+/// it mints no token and records nothing in the attendance log.
+#[utoipa::path(post, path = "/api/v1/lesson-links/state", tag = "classroom", request_body = LinkSecret,
+    responses((status = 200, body = LessonStateView), (status = 403, body = ErrorBody, description = "revoked, or no longer enrolled"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "no lesson of the course is open"),
+        (status = 422, body = ErrorBody)))]
+pub async fn link_state(State(state): State<AppState>, ApiJson(req): ApiJson<LinkSecret>) -> Result<Json<LessonStateView>, ApiError> {
+    let (link, _student) = live_link(&state, &req.secret).await?;
+    let lesson = open_lesson(&state, &link.course_id).await?;
+    Ok(Json(LessonStateView::of(&state, &lesson.id).await?))
+}
+
+/// A lesson's shared state as a page catches up with it (`GET /lessons/{id}/state` and
+/// `POST /lesson-links/state`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LessonStateView {
+    /// The lesson it is of.
+    pub lesson_id: String,
+    /// Stage, raised hands, chat lock and the slide shown.
+    #[schema(value_type = Object)]
+    pub state: LiveState,
+    /// The lesson's slide decks.
+    #[schema(value_type = Vec<Object>)]
+    pub decks: Vec<Deck>,
+}
+
+impl LessonStateView {
+    /// The saved state (the default before the first change) and decks of a lesson.
+    pub(super) async fn of(state: &AppState, lesson_id: &str) -> Result<LessonStateView, ApiError> {
+        Ok(LessonStateView {
+            lesson_id: lesson_id.to_owned(),
+            state: state.classroom.live(lesson_id).await?.unwrap_or_default(),
+            decks: state.classroom.decks(lesson_id).await?,
+        })
+    }
 }
 
 async fn admit_and_join(state: &AppState, lesson: Lesson, caller: &Caller<'_>, name: String) -> Result<Json<LessonJoin>, ApiError> {

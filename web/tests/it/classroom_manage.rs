@@ -392,10 +392,11 @@ async fn the_openapi_document_lists_the_classroom_routes() {
         ("/api/v1/lessons/{id}/cancel", "post"),
         ("/api/v1/lesson-links/join", "post"),
         ("/api/v1/lesson-links/lookup", "post"),
+        ("/api/v1/lesson-links/state", "post"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
     }
-    for schema in ["School", "Site", "Lesson", "CreateLessons", "CreatedLink", "EnrolledStudent"] {
+    for schema in ["School", "Site", "Lesson", "CreateLessons", "CreatedLink", "EnrolledStudent", "LessonStateView"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
 }
@@ -454,15 +455,47 @@ async fn who_may_join_which_lesson_gets_a_grant_for_its_role() {
         assert_eq!((s["role"].as_str(), s["lesson"]["id"].as_str()), (Some("student"), Some(soon.as_str())), "{s}");
         let grant = app.state.token_key.verify(s["token"].as_str().unwrap(), app.now()).unwrap().grant;
         assert!(!grant.can_publish && grant.can_subscribe, "a student never publishes");
+
+        // The link's page in the lesson fetches the state again without joining again: the same
+        // answer an account gets from the lesson's state route, and nothing in the attendance log.
+        let lock = json!({"locked": true});
+        let (status, _) = app.call(Method::PUT, &format!("/api/v1/lessons/{soon}/chat-lock"), Some(&f.li), Some(lock)).await;
+        assert_eq!(status, StatusCode::OK, "the teacher locks the chat");
+        let logged = app.state.classroom.events(&soon).await.unwrap().len();
+        let (status, by_secret) = app.call(Method::POST, "/api/v1/lesson-links/state", None, Some(by_link.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{by_secret}");
+        let (_, by_account) = app.call(Method::GET, &format!("/api/v1/lessons/{soon}/state"), Some(&f.li), None).await;
+        assert_eq!(by_secret, by_account, "the link's state is the lesson's");
+        assert_eq!(by_secret["lesson_id"], soon.as_str(), "{by_secret}");
+        assert_eq!(by_secret["state"]["chat_locked"], true, "the change since the join is in it: {by_secret}");
+        assert!(by_secret["decks"].is_array(), "{by_secret}");
+        assert_eq!(app.state.classroom.events(&soon).await.unwrap().len(), logged, "fetching the state logs no attendance event");
+
+        // A student no longer enrolled: their link reads no state, like it joins nothing.
+        let other_path = format!("/api/v1/courses/{}/students/{}/link", f.course, f.students[1]);
+        let (_, other) = app.call(Method::POST, &other_path, Some(&f.li), None).await;
+        let other = json!({ "secret": other["url"].as_str().unwrap().strip_prefix("/l#").unwrap() });
+        let unenrol = format!("/api/v1/courses/{}/students/{}", f.course, f.students[1]);
+        assert_eq!(app.call(Method::DELETE, &unenrol, Some(&f.organizer), None).await.0, StatusCode::NO_CONTENT);
+        let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/state", None, Some(other.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "an unenrolled student's link: {r}");
+        let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/join", None, Some(other)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "an unenrolled student's link joins nothing: {r}");
+
         app.call(Method::DELETE, &link_path, Some(&f.li), None).await;
         let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/join", None, Some(by_link.clone())).await;
         assert_eq!((status, error_code(&r)), (StatusCode::FORBIDDEN, "link_revoked"), "a revoked link: {r}");
+        let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/state", None, Some(by_link.clone())).await;
+        assert_eq!((status, error_code(&r)), (StatusCode::FORBIDDEN, "link_revoked"), "a revoked link reads no state: {r}");
         let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/lookup", None, Some(by_link)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "a revoked link shows no lessons: {r}");
-        let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/join", None, Some(json!({ "secret": "nope" }))).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "an unknown secret: {r}");
-        let (status, r) = app.call(Method::POST, "/api/v1/lesson-links/join", None, Some(json!({}))).await;
-        assert_eq!((status, r["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("secret")), "{r}");
+        for route in ["join", "state"] {
+            let path = format!("/api/v1/lesson-links/{route}");
+            let (status, r) = app.call(Method::POST, &path, None, Some(json!({ "secret": "nope" }))).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{route} with an unknown secret: {r}");
+            let (status, r) = app.call(Method::POST, &path, None, Some(json!({}))).await;
+            assert_eq!((status, r["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("secret")), "{route}: {r}");
+        }
 
         // Every join asked for a token: attendance sees the attempts.
         let events = app.state.classroom.events(&soon).await.unwrap();
