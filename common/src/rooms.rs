@@ -218,6 +218,9 @@ pub struct ParticipantInfo {
     pub hidden: bool,
     /// The latest quality sample, once there is one.
     pub quality: Option<QualitySample>,
+    /// How its media travels: `udp`, `tcp` (ICE over TCP) or `turn` (through a relay); none
+    /// before it connects.
+    pub path: Option<&'static str>,
 }
 
 /// A room as the admin view shows it.

@@ -271,6 +271,10 @@ pub(crate) struct Peer {
     pub(crate) ufrag: String,
     /// The remote addresses (and transports) ICE verified for this peer.
     pub(crate) addrs: HashSet<(Protocol, SocketAddr)>,
+    /// The remote's relayed candidates (TURN allocations), from its SDP and trickled candidates.
+    pub(crate) relay_addrs: HashSet<SocketAddr>,
+    /// Where the peer's media goes now (ICE's nominated pair), from its latest transmit.
+    pub(crate) send_to: Option<(Protocol, SocketAddr)>,
     pub(crate) connected: bool,
     pub(crate) disconnected_since: Option<Instant>,
     /// The remote closed DTLS (or SCTP): remove at the next timeout, no grace.
@@ -284,6 +288,20 @@ pub(crate) struct Peer {
     pub(crate) rtt: Option<Duration>,
     /// The send-side bandwidth estimate towards this peer (TWCC), bit/s.
     pub(crate) estimate: Option<f64>,
+}
+
+impl Peer {
+    /// How the peer's media travels: `udp`, `tcp` or `turn`; `None` before anything was sent.
+    pub(crate) fn path(&self) -> Option<&'static str> {
+        let (proto, to) = self.send_to?;
+        Some(if proto == Protocol::Tcp {
+            "tcp"
+        } else if self.relay_addrs.contains(&to) {
+            "turn"
+        } else {
+            "udp"
+        })
+    }
 }
 
 #[derive(Default)]
@@ -445,6 +463,7 @@ impl Sfu {
     }
 
     fn add_peer(&mut self, now: Instant, grant: &JoinGrant, offer: &str, role: Role, publishing: bool) -> Result<Session, SfuError> {
+        let relays = sdp::relay_addrs(offer);
         // A player sends nothing: whatever it offers to send is refused in the answer.
         let offer = if publishing { offer.to_owned() } else { sdp::receive_only(offer) };
         let offer = SdpOffer::from_sdp_string(&offer).map_err(|e| SfuError::BadSdp(first_line(&e.to_string())))?;
@@ -471,6 +490,9 @@ impl Sfu {
             Role::Downstream { .. } => unreachable!("subscriber connections are offered by the server, never answered"),
         };
         let id = self.insert_peer(now, &grant.room, &grant.identity, grant.role, rtc, role);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.relay_addrs.extend(relays);
+        }
         Ok(Session { peer: id, answer })
     }
 
@@ -513,6 +535,8 @@ impl Sfu {
             role,
             ufrag,
             addrs: HashSet::new(),
+            relay_addrs: HashSet::new(),
+            send_to: None,
             connected: false,
             disconnected_since: None,
             closed: false,
@@ -765,12 +789,15 @@ impl Sfu {
                     peer.next_timeout = t.max(now + Duration::from_millis(1));
                     return;
                 }
-                Output::Transmit(t) => self.transmits.push_back(Transmit {
-                    proto: t.proto,
-                    destination: t.destination,
-                    source: t.source,
-                    contents: t.contents.to_vec(),
-                }),
+                Output::Transmit(t) => {
+                    peer.send_to = Some((t.proto, t.destination));
+                    self.transmits.push_back(Transmit {
+                        proto: t.proto,
+                        destination: t.destination,
+                        source: t.source,
+                        contents: t.contents.to_vec(),
+                    })
+                }
                 Output::Event(e) => self.handle_event(now, id, e),
             }
         }

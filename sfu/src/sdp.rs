@@ -21,6 +21,20 @@ pub(crate) fn receive_only(offer: &str) -> String {
         .collect()
 }
 
+/// The addresses of the relayed (TURN) candidates in an SDP or one `candidate:` line: media
+/// from them went through a relay.
+pub(crate) fn relay_addrs(sdp: &str) -> Vec<std::net::SocketAddr> {
+    sdp.lines()
+        .map(|l| {
+            let l = l.trim();
+            l.strip_prefix("a=").unwrap_or(l)
+        })
+        .filter(|l| l.starts_with("candidate:") && l.contains(" typ relay"))
+        .filter_map(|l| str0m::Candidate::from_sdp_string(l).ok())
+        .map(|c| c.addr())
+        .collect()
+}
+
 /// The `(mid, kind)` of the answered audio/video m-lines that can carry media the wanted way.
 pub(crate) fn usable_media(rtc: &Rtc, answer: &str, publishing: bool) -> Vec<(Mid, MediaKind)> {
     let mut usable = Vec::new();
@@ -101,5 +115,15 @@ mod tests {
         assert!(tuned.contains("a=fmtp:108 profile-level-id=42e01f\r\n"), "video untouched: {tuned}");
         assert_eq!(tuned.lines().count(), answer.lines().count());
         assert_eq!(receive_only("a=sendrecv\r\na=sendonly\r\n"), "a=recvonly\r\na=inactive\r\n");
+    }
+
+    #[test]
+    fn relayed_candidates_are_found_in_an_sdp_or_a_trickled_line() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2122260223 192.0.2.7 50000 typ host\r\n\
+                   a=candidate:2 1 udp 41885439 198.51.100.3 49170 typ relay raddr 192.0.2.7 rport 50000\r\n";
+        assert_eq!(relay_addrs(sdp), ["198.51.100.3:49170".parse::<std::net::SocketAddr>().unwrap()]);
+        let line = "candidate:3 1 tcp 8331263 198.51.100.4 443 typ relay raddr 0.0.0.0 rport 0 tcptype passive";
+        assert_eq!(relay_addrs(line).len(), 1);
+        assert!(relay_addrs("a=candidate:1 1 udp 2122260223 192.0.2.7 50000 typ host\r\n").is_empty());
     }
 }

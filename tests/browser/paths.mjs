@@ -83,6 +83,13 @@ try {
     out.framesDecoded = [first, frames];
     const l2 = await selectedLocal(pc2);
     out.player = l2 && { type: l2.candidateType, protocol: l2.protocol, relayProtocol: l2.relayProtocol };
+    // The admin view says how each participant's media travels.
+    out.adminPaths = await until('the admin view shows both paths', async () => {
+      const rooms = await json(await fetch('/api/v1/rooms', { credentials: 'same-origin' }));
+      const room = (rooms.rooms || rooms).find((r) => r.name === 'relay-room');
+      const paths = Object.fromEntries(((room && room.participants) || []).map((p) => [p.identity, p.path]));
+      return paths['relay-pub'] && paths['relay-sub'] && paths;
+    });
     pc1.close(); pc2.close(); cam.getTracks().forEach((t) => t.stop());
     if (!expired) return out;
 
@@ -100,6 +107,10 @@ try {
     return out;
   }, { username: process.env.USERNAME, password: process.env.PASSWORD, expired, policy });
 
+  const want = path === 'relay' ? 'turn' : 'tcp';
+  check(result.adminPaths['relay-pub'] === want && result.adminPaths['relay-sub'] === want,
+    `the admin view shows the ${want} path for both: ${JSON.stringify(result.adminPaths)}`);
+  console.log(`ok: the admin view shows ${JSON.stringify(result.adminPaths)}`);
   if (path === 'relay') {
     const turn = (result.iceServers || []).find((s) => s.urls.some((u) => u.startsWith('turn:')));
     check(turn && turn.username && turn.credential, `the join response carries TURN credentials: ${JSON.stringify(result.iceServers)}`);

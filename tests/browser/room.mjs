@@ -166,6 +166,9 @@ try {
       const amount = b < 1e6 ? `${Math.floor(b / 1e3)} KB` : `${(b / 1e6).toFixed(1)} MB`;
       return document.getElementById('data-used').textContent.includes(amount);
     }, null, 10000);
+    // Loopback with a UDP candidate: the page names the path (the TURN and TCP cases are in paths.mjs).
+    await waitUntil(page, `${name}'s page says the media goes over UDP`,
+      () => document.getElementById('net-path').dataset.path === 'udp' && !document.getElementById('net-path').hidden, null, 10000);
   }
 
   // The class caps what it receives at 150 kbit/s; the server accepts it.

@@ -43,6 +43,8 @@ function retranslate(root) {
 
 // A translated element: tx('button', 'room.join', null, {id: 'join'}).
 const tx = (spec, key, vars, attrs) => tr(h(spec, attrs), key, vars);
+// Network paths by their protocol names, which are not translated.
+const PATH_NAMES = { udp: 'UDP', tcp: 'TCP', turn: 'TURN' };
 
 // A status or error line, announced to screen readers.
 const notice = (kind, key, vars) => tx(`p.msg.${kind}`, key, vars, { role: kind === 'error' ? 'alert' : 'status' });
@@ -197,7 +199,8 @@ class RoomSession {
       .on('change', () => this.updateControls())
       .on('usage', (bytes) => {
         if (this.dataUsedLine) showDataUsed(this.dataUsedLine, bytes);
-      });
+      })
+      .on('path', (path) => this.showPath(path));
 
     this.langSlot = h('div.room-lang');
     this.status = h('div.room-status', { id: 'room-status', 'aria-live': 'polite' });
@@ -468,7 +471,19 @@ class RoomSession {
         ? tx('option', 'room.budget.none', null, { value: '' })
         : tx('option', 'room.budget.kbps', { n: kbps }, { value: String(kbps) }))));
     select.value = c.budget === null ? '' : String(c.budget);
-    return h('div.data-bar', {}, this.dataUsedLine, h('label', {}, tx('span', 'room.budget.label'), select));
+    this.pathLine = h('p.net-path', { id: 'net-path', hidden: !c.path });
+    this.showPath(c.path);
+    return h('div.data-bar', {}, this.dataUsedLine, this.pathLine, h('label', {}, tx('span', 'room.budget.label'), select));
+  }
+
+  // Which way the media travels (UDP, TCP when UDP is blocked, or a TURN relay): the first thing
+  // to know when a school network misbehaves.
+  showPath(path) {
+    if (!this.pathLine || !PATH_NAMES[path]) return;
+    this.pathLine.hidden = false;
+    this.pathLine.dataset.path = path;
+    this.pathLine.replaceChildren(tx('span.muted', 'room.path.label'), ' ', h('strong', {}, raw(PATH_NAMES[path])), ' ',
+      tx('span.muted', `rooms.path.${path}`));
   }
 
   updateControls() {

@@ -54,6 +54,21 @@ async function connectionBytes(pc) {
   return transport ?? pairs;
 }
 
+// How a connection's media travels, from the pair ICE selected: 'turn' through a relay, 'tcp'
+// (ICE over TCP, UDP blocked), 'udp'; null while nothing is selected.
+async function connectionPath(pc) {
+  const report = await pc.getStats();
+  for (const s of report.values()) {
+    if (s.type !== 'transport' || !s.selectedCandidatePairId) continue;
+    const pair = report.get(s.selectedCandidatePairId);
+    const local = pair && report.get(pair.localCandidateId);
+    if (!local) return null;
+    if (local.candidateType === 'relay') return 'turn';
+    return local.protocol === 'tcp' ? 'tcp' : 'udp';
+  }
+  return null;
+}
+
 // Puts H.264 constrained baseline (packetization-mode=1) first when this browser can send it:
 // cheap phones decode it in hardware, and the SFU forwards it to every kind of client.
 function preferH264(transceiver) {
@@ -794,6 +809,14 @@ export class RoomClient {
 
   async sampleUsage() {
     const before = this.dataUsed;
+    const main = this.sub || this.pub;
+    if (main) {
+      const path = await connectionPath(main).catch(() => null);
+      if (path && path !== this.path) {
+        this.path = path;
+        this.emit('path', path);
+      }
+    }
     await Promise.all([this.pub, this.sub].filter(Boolean).map(async (pc) => {
       let bytes;
       try {

@@ -10,6 +10,8 @@ const ROOM_ROLES = ['teacher', 'classroom', 'student', 'observer', 'doctor', 'pa
 const KINDS = ['rtc', 'whip', 'whep'];
 const SOURCES = ['microphone', 'camera', 'screen'];
 const RATINGS = ['good', 'fair', 'poor', 'lost'];
+// How a participant's media travels (plain UDP, ICE over TCP, a TURN relay), by protocol name.
+const PATH_NAMES = { udp: 'UDP', tcp: 'TCP', turn: 'TURN' };
 
 export function roomsView() {
   const status = h('div');
@@ -46,7 +48,7 @@ function roomCard(room) {
     h('p.muted', { text: t('rooms.participants', { n: people.length }) }),
     people.length ? h('div.table-scroll', {}, h('table', {},
       h('thead', {}, h('tr', {}, ['rooms.col.participant', 'rooms.col.role', 'rooms.col.kind', 'rooms.col.permissions',
-        'rooms.col.tracks', 'rooms.col.quality'].map((k) => h('th', { text: t(k) })))),
+        'rooms.col.tracks', 'rooms.col.quality', 'rooms.col.path'].map((k) => h('th', { text: t(k) })))),
       h('tbody', {}, people.map(participantRow)))) : null);
 }
 
@@ -66,7 +68,10 @@ function participantRow(p) {
       ? h('ul.plain', {}, tracks.map((x) => h('li', { 'data-track': x.id, 'data-muted': String(!!x.muted) },
         t(`room.source.${x.source}`), x.muted ? ` · ${t('rooms.track_off')}` : '')))
       : t('rooms.none')),
-    h('td', {}, qualityCell(p.quality)));
+    h('td', {}, qualityCell(p.quality)),
+    h('td', { 'data-path': p.path || '' }, PATH_NAMES[p.path]
+      ? [h('strong', {}, raw(PATH_NAMES[p.path])), ' ', h('span.muted.small', { text: t(`rooms.path.${p.path}`) })]
+      : h('span.muted', { text: '–' })));
 }
 
 function qualityCell(q) {

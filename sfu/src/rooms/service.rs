@@ -8,7 +8,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind};
 use tongxin_common::rooms::{Audience, LeaveReason, ParticipantInfo, Permissions, RoomError, RoomEvent, RoomInfo, TrackInfo, TrackSource};
 use tongxin_common::{Identity, RoomName};
 
-use crate::core::{PeerId, RemoveReason, Role, Sfu};
+use crate::core::{Peer, PeerId, RemoveReason, Role, Sfu};
 use crate::signal::{ServerMessage, TrackId};
 
 use super::{MAX_DATA, ParticipantKind, Refusal, Signal, kind_str};
@@ -200,6 +200,7 @@ impl Sfu {
                             .collect(),
                         hidden: p.hidden,
                         quality: p.quality,
+                        path: p.subscriber.or(p.publisher).and_then(|pc| self.peers.get(&pc)).and_then(Peer::path),
                     })
                     .collect();
                 participants.sort_by(|a, b| a.identity.as_str().cmp(b.identity.as_str()));

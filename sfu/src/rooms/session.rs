@@ -215,6 +215,9 @@ impl Sfu {
                 if let Some(peer) = pc.and_then(|pc| self.peers.get_mut(&pc))
                     && let Ok(c) = str0m::Candidate::from_sdp_string(&candidate.candidate)
                 {
+                    if c.kind() == str0m::CandidateKind::Relayed {
+                        peer.relay_addrs.insert(c.addr());
+                    }
                     peer.rtc.add_remote_candidate(c);
                 }
                 Ok(())
@@ -276,6 +279,7 @@ impl Sfu {
             .ok_or_else(|| Refusal::new("bad_message", "no offer is pending"))?;
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| Refusal::new("bad_sdp", first_line(&e.to_string())))?;
         let Some(peer) = self.peers.get_mut(&pc) else { return Err(Refusal::new("bad_message", "no offer is pending")) };
+        peer.relay_addrs.extend(crate::sdp::relay_addrs(sdp));
         let crate::core::Peer { rtc, role, .. } = peer;
         let Role::Downstream { pending, needs_offer, negotiated, outs, .. } = role else {
             return Err(Refusal::new("internal", "not a subscriber"));
@@ -346,6 +350,9 @@ impl Sfu {
                 (pc, answer)
             }
         };
+        if let Some(peer) = self.peers.get_mut(&pc) {
+            peer.relay_addrs.extend(crate::sdp::relay_addrs(sdp));
+        }
         let usable = self.peers.get(&pc).map(|peer| usable_media(&peer.rtc, &answer, true)).unwrap_or_default();
         // Which source each usable m-line carries: as declared, else the first free default.
         let mut lines: Vec<(Mid, MediaKind, TrackSource)> = Vec::new();
