@@ -450,6 +450,24 @@ impl Sfu {
         Ok(session)
     }
 
+    /// A network check before joining: a connection with ICE and DTLS only (the page offers a
+    /// data channel), so the page learns which path (UDP, TCP, a relay) reaches the media port.
+    /// It carries no media, joins no participant list, and goes when the page closes it (or
+    /// after the connect timeout, or the disconnect grace).
+    pub fn probe(&mut self, now: Instant, grant: &JoinGrant, offer: &str) -> Result<Session, SfuError> {
+        let relays = sdp::relay_addrs(offer);
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(first_line(&e.to_string())))?;
+        let mut rtc = self.new_rtc(now, &grant.room);
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::UnusableSdp(first_line(&e.to_string())))?;
+        // A subscriber with nothing to receive, attached to nobody.
+        let role = Role::Subscriber { target: None, source: None, outs: Vec::new() };
+        let id = self.insert_peer(now, &grant.room, &grant.identity, grant.role, rtc, role);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.relay_addrs.extend(relays);
+        }
+        Ok(Session { peer: id, answer: answer.to_sdp_string() })
+    }
+
     fn pick_publisher(&self, room: &RoomName, target: Option<&Identity>, viewer: RoomRole) -> Option<PeerId> {
         let room = self.rooms.get(room)?;
         let live = room.publishers.iter().copied().filter_map(|id| self.peers.get(&id).map(|p| (id, p)));

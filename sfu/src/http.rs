@@ -101,6 +101,7 @@ pub fn router(state: WhipState) -> Router {
     Router::new()
         .route("/whip/{room}", post(whip))
         .route("/whep/{room}", post(whep))
+        .route("/probe/{room}", post(probe))
         .route("/whip/{room}/{session}", any(session))
         .route("/whep/{room}/{session}", any(session))
         .layer(cors)
@@ -254,6 +255,18 @@ async fn whep(
     let session = state.media.subscribe(grant.clone(), target, offer).await.map_err(sfu_error)?;
     tracing::info!(room = %room, peer = session.peer.0, "WHEP player started");
     Ok(created(&state, Kind::Whep, room, grant.identity, session))
+}
+
+/// A network check before joining (`POST /probe/{room}`, any valid join token for the room): the
+/// offer carries a data channel only; the `201` answer has no session URL, the page closes the
+/// connection when it has seen which path connected.
+async fn probe(State(state): State<WhipState>, Path(room): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, WhipError> {
+    let room = parse_room(&room)?;
+    let grant = grant_for(&state, &headers, &room).await?;
+    let offer = offer_from(&headers, &body)?;
+    let session = state.media.probe(grant, offer).await.map_err(sfu_error)?;
+    tracing::debug!(room = %room, peer = session.peer.0, "network check started");
+    Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/sdp")], session.answer).into_response())
 }
 
 /// The session URL: `DELETE` ends it; trickle ICE and restarts (`PATCH`) are not supported, so

@@ -50,6 +50,7 @@ enum Command {
     Room(RoomOp),
     Publish { grant: JoinGrant, offer: String, reply: oneshot::Sender<Result<Session, SfuError>> },
     Subscribe { grant: JoinGrant, target: Option<Identity>, offer: String, reply: oneshot::Sender<Result<Session, SfuError>> },
+    Probe { grant: JoinGrant, offer: String, reply: oneshot::Sender<Result<Session, SfuError>> },
     End { peer: PeerId, reply: oneshot::Sender<Result<(), SfuError>> },
     Policy { room: RoomName, policy: CodecPolicy },
     Stats { reply: oneshot::Sender<MediaStats> },
@@ -213,6 +214,13 @@ impl MediaServer {
     pub async fn subscribe(&self, grant: JoinGrant, target: Option<Identity>, offer: String) -> Result<Session, SfuError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Subscribe { grant, target, offer, reply }).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Starts a network check (see [`Sfu::probe`]).
+    pub async fn probe(&self, grant: JoinGrant, offer: String) -> Result<Session, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Probe { grant, offer, reply }).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -390,6 +398,10 @@ async fn run(
                     }
                     Command::Subscribe { grant, target, offer, reply } => {
                         let r = guarded(&mut panics, "subscribe", || sfu.subscribe(now, &grant, target, &offer));
+                        let _ = reply.send(r.unwrap_or(Err(SfuError::Internal)));
+                    }
+                    Command::Probe { grant, offer, reply } => {
+                        let r = guarded(&mut panics, "probe", || sfu.probe(now, &grant, &offer));
                         let _ = reply.send(r.unwrap_or(Err(SfuError::Internal)));
                     }
                     Command::End { peer, reply } => {

@@ -83,6 +83,15 @@ try {
     out.framesDecoded = [first, frames];
     const l2 = await selectedLocal(pc2);
     out.player = l2 && { type: l2.candidateType, protocol: l2.protocol, relayProtocol: l2.relayProtocol };
+    // The pre-join network check (a data-only connection to /probe/{room}) finds the same path.
+    const probe = new RTCPeerConnection({ iceServers: pub.ice_servers, iceTransportPolicy: policy });
+    probe.createDataChannel('probe');
+    const probeLink = await negotiate(probe, '/probe/relay-room', pub.token);
+    await until('the network check connects', () => probe.connectionState === 'connected');
+    const lp = await selectedLocal(probe);
+    out.probe = lp && { type: lp.candidateType, protocol: lp.protocol, link: probeLink.includes('rel="ice-server"') };
+    probe.close();
+
     // The admin view says how each participant's media travels.
     out.adminPaths = await until('the admin view shows both paths', async () => {
       const rooms = await json(await fetch('/api/v1/rooms', { credentials: 'same-origin' }));
@@ -108,6 +117,9 @@ try {
   }, { username: process.env.USERNAME, password: process.env.PASSWORD, expired, policy });
 
   const want = path === 'relay' ? 'turn' : 'tcp';
+  const probed = result.probe && (result.probe.type === 'relay' ? 'turn' : result.probe.protocol);
+  check(probed === want, `the pre-join network check connects over ${want}: ${JSON.stringify(result.probe)}`);
+  console.log(`ok: the network check found ${probed}`);
   check(result.adminPaths['relay-pub'] === want && result.adminPaths['relay-sub'] === want,
     `the admin view shows the ${want} path for both: ${JSON.stringify(result.adminPaths)}`);
   console.log(`ok: the admin view shows ${JSON.stringify(result.adminPaths)}`);

@@ -125,6 +125,8 @@ async function join(page, name, token, expectedName) {
   check(pre.who.includes(expectedName), `${name}'s pre-join check shows the name from the token (${expectedName}): ${pre.who}`);
   check(pre.cameras >= 1 && pre.mics >= 1, `${name}'s pre-join check lists a camera and a microphone: ${JSON.stringify(pre)}`);
   await waitUntil(page, `${name}'s camera preview plays`, () => document.getElementById('preview').videoWidth > 0);
+  // The network check before joining finds the direct UDP path on loopback.
+  await waitUntil(page, `${name}'s pre-join network check reports UDP`, () => document.getElementById('net-check').dataset.path === 'udp', null, 20000);
   await page.click('#join');
   await waitUntil(page, `${name} joined`, () => window.tongxinRoom.state === 'joined');
 }

@@ -329,6 +329,7 @@ class RoomSession {
     this.camSelect = h('select', { id: 'camera-select', onchange: () => this.chooseDevice('camera', this.camSelect.value) });
     this.micSelect = h('select', { id: 'mic-select', onchange: () => this.chooseDevice('microphone', this.micSelect.value) });
     this.deviceNote = h('div');
+    this.netCheck = h('p.net-check', { id: 'net-check', 'data-path': 'checking' }, tx('span.muted', 'room.netcheck.running'));
     const join = tx('button', 'room.join', null, { id: 'join', disabled: true, onclick: () => this.join() });
     const panel = h('div.card.prejoin', {},
       tx('h1', canPublish ? 'room.prejoin.title' : 'room.token.title'),
@@ -343,10 +344,24 @@ class RoomSession {
             h('label', {}, tx('span', 'room.mic_level'), this.meter),
             this.deviceNote))
         : notice('ok', 'room.prejoin.viewer'),
+      this.netCheck,
       join);
     this.body.replaceChildren(panel);
+    this.checkNetwork();
     if (canPublish) this.acquire().finally(() => { join.disabled = false; });
     else join.disabled = false;
+  }
+
+  // Which way media will go, checked before joining (a school network that blocks UDP shows
+  // up here, not as a black tile later).
+  async checkNetwork() {
+    const line = this.netCheck;
+    const path = await this.client.checkNetwork();
+    if (line !== this.netCheck) return;
+    line.dataset.path = path || 'none';
+    line.replaceChildren(...(path
+      ? [tx('span.muted', 'room.path.label'), ' ', h('strong', {}, raw(PATH_NAMES[path])), ' ', tx('span.muted', `rooms.path.${path}`)]
+      : [notice('error', 'room.netcheck.failed')]));
   }
 
   chooseDevice(kind, deviceId) {

@@ -275,6 +275,42 @@ export class RoomClient {
     }
   }
 
+  // The pre-join network check: a data-only connection to the media server (POST
+  // /probe/{room}) that says which path works — 'udp', 'tcp' (UDP blocked), 'turn' (through a
+  // relay) — or null when none does within the wait. The connection is closed afterwards.
+  async checkNetwork(waitMs = 15000) {
+    await this.loadIceServers();
+    const pc = this.peerConnection();
+    try {
+      pc.createDataChannel('probe');
+      await pc.setLocalDescription(await pc.createOffer());
+      // No trickle on this endpoint: the offer goes once gathering is done (or after 3 s).
+      await new Promise((resolve) => {
+        if (pc.iceGatheringState === 'complete') return resolve();
+        const done = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+        pc.addEventListener('icegatheringstatechange', done);
+        setTimeout(resolve, 3000);
+      });
+      const res = await fetch(`/probe/${encodeURIComponent(this.room)}`, {
+        method: 'POST', headers: { 'content-type': 'application/sdp', authorization: `Bearer ${this.token}` }, body: pc.localDescription.sdp,
+      });
+      if (res.status !== 201) return null;
+      await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+      const end = Date.now() + waitMs;
+      while (Date.now() < end) {
+        if (pc.connectionState === 'failed') return null;
+        if (pc.connectionState === 'connected') return await connectionPath(pc);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      return null;
+    } catch (e) {
+      console.warn('network check', e);
+      return null;
+    } finally {
+      pc.close();
+    }
+  }
+
   peerConnection() {
     return new RTCPeerConnection({ iceServers: (this.ice && this.ice.servers) || [] });
   }

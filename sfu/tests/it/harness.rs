@@ -35,6 +35,21 @@ impl TestServer {
     /// A server with `config` (e.g. a short `reconnect_grace`).
     pub async fn start_with(config: SfuConfig) -> TestServer {
         let media = MediaServer::start("127.0.0.1:0".parse().unwrap(), None, config).await.expect("start media");
+        TestServer::serve(media).await
+    }
+
+    /// A server that announces a passive ICE-TCP candidate on a loopback port and no UDP
+    /// candidate, as behind a firewall that drops UDP.
+    #[allow(dead_code)] // only the ICE-TCP test uses it
+    pub async fn start_tcp_only() -> TestServer {
+        let loopback = "127.0.0.1:0".parse().unwrap();
+        let config = SfuConfig { announce_udp: false, ..SfuConfig::default() };
+        let media = MediaServer::start_with_tcp(loopback, Some(loopback), None, config).await.expect("start media with ICE-TCP");
+        TestServer::serve(media).await
+    }
+
+    /// Serves the WHIP/WHEP routes and the room WebSocket for `media` on a loopback port.
+    async fn serve(media: MediaServer) -> TestServer {
         let key = TokenKey::from_secret(&[5u8; 32]).unwrap();
         let state = WhipState::new(media.clone(), Arc::new(TokenAuth(key.clone())));
         let app = tongxin_sfu::http::router(state.clone()).merge(tongxin_sfu::ws::router(state));
@@ -114,6 +129,13 @@ impl TestServer {
     /// after `rewrite` changes the answer (e.g. to dial a relay instead of the media port).
     pub async fn connect_player(&self, path: &str, token: &str, rewrite: impl Fn(&str) -> String) -> Connected {
         self.connect(crate::peer::Peer::player().await, path, token, rewrite).await
+    }
+
+    /// POSTs the offer of `peer` (built by the caller, e.g. over ICE-TCP) to `path` (expects
+    /// 201) and connects it.
+    #[allow(dead_code)] // only the ICE-TCP test uses it
+    pub async fn connect_peer(&self, peer: crate::peer::Peer, path: &str, token: &str) -> Connected {
+        self.connect(peer, path, token, |a| a.to_owned()).await
     }
 
     async fn connect(&self, mut peer: crate::peer::Peer, path: &str, token: &str, rewrite: impl Fn(&str) -> String) -> Connected {

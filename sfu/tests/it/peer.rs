@@ -1,7 +1,8 @@
 //! A WebRTC peer on the `webrtc` crate (independent of the server's str0m): a WHIP publisher
 //! sending H.264 access units and Opus frames, a WHEP player reassembling what it receives, or
 //! the answering side of a room's subscriber connection (media by m-line, the data channel).
-//! Bound to 127.0.0.1 only, mDNS off, so no traffic leaves loopback.
+//! Bound to 127.0.0.1 only, mDNS off, so no traffic leaves loopback. ICE runs over UDP, or over
+//! TCP to the server's passive candidate ([`IceTransport::Tcp`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -14,6 +15,7 @@ use rtc::media::Sample;
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
+use rtc::peer_connection::transport::{RTCIceCandidate, RTCIceCandidateInit};
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
@@ -27,8 +29,17 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, Registry, SettingEngineBuilder, StatsSelector,
 };
+
+/// What a peer's ICE candidates run over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IceTransport {
+    /// A host candidate on a loopback UDP socket.
+    Udp,
+    /// Active TCP only (RFC 6544): the peer dials the server's passive candidate.
+    Tcp,
+}
 
 /// What a player reassembled, in arrival order.
 #[derive(Default)]
@@ -135,6 +146,7 @@ impl PeerConnectionEventHandler for Handler {
 
 pub struct Peer {
     pub pc: Arc<dyn PeerConnection>,
+    transport: IceTransport,
     gathered: watch::Receiver<bool>,
     state: watch::Receiver<RTCPeerConnectionState>,
     pub received: Arc<Mutex<Received>>,
@@ -143,7 +155,7 @@ pub struct Peer {
     audio: Option<(Arc<TrackLocalStaticSample>, Arc<dyn webrtc::rtp_transceiver::RtpSender>)>,
 }
 
-async fn build() -> Peer {
+async fn build(transport: IceTransport) -> Peer {
     let mut engine = MediaEngine::default();
     engine.register_codec(RTCRtpCodecParameters { rtp_codec: h264(), payload_type: 102 }, RtpCodecKind::Video).unwrap();
     // RTX (RFC 4588) for H.264, as every browser offers: without it the SFU cannot retransmit.
@@ -157,8 +169,17 @@ async fn build() -> Peer {
     engine.register_codec(RTCRtpCodecParameters { rtp_codec: rtx, payload_type: 103 }, RtpCodecKind::Video).unwrap();
     engine.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111 }, RtpCodecKind::Audio).unwrap();
     let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
+    let network = match transport {
+        IceTransport::Udp => NetworkType::Udp4,
+        IceTransport::Tcp => NetworkType::Tcp4,
+    };
     let settings =
-        SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled).with_network_types(vec![NetworkType::Udp4]).build();
+        SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled).with_network_types(vec![network]).build();
+    // A TCP listener is what makes the crate gather its active TCP candidate (port 9).
+    let (udp_addrs, tcp_addrs) = match transport {
+        IceTransport::Udp => (vec!["127.0.0.1:0".to_owned()], vec![]),
+        IceTransport::Tcp => (vec![], vec!["127.0.0.1:0".to_owned()]),
+    };
     let (gathered_tx, gathered) = watch::channel(false);
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
     let received = Arc::new(Mutex::new(Received::default()));
@@ -176,25 +197,35 @@ async fn build() -> Peer {
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
         .with_handler(handler.clone())
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .with_udp_addrs(udp_addrs)
+        .with_tcp_addrs(tcp_addrs)
         .build()
         .await
         .expect("build a webrtc peer");
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
     let _ = handler.pc.set(Arc::downgrade(&pc));
-    Peer { pc, gathered, state, received, data_channel, video: None, audio: None }
+    Peer { pc, transport, gathered, state, received, data_channel, video: None, audio: None }
 }
 
 impl Peer {
     /// A publisher with one H.264 and one Opus sendonly track.
     pub async fn publisher() -> Peer {
-        Peer::sending(RTCRtpTransceiverDirection::Sendonly).await
+        Peer::publisher_over(IceTransport::Udp).await
+    }
+
+    /// [`Peer::publisher`] with its ICE candidates on `transport`.
+    pub async fn publisher_over(transport: IceTransport) -> Peer {
+        Peer::sending_over(RTCRtpTransceiverDirection::Sendonly, transport).await
     }
 
     /// One H.264 and one Opus track, in that m-line order, both offered in `direction`
     /// (`Sendonly` for a publisher; `Sendrecv` for a player that tries to send).
     pub async fn sending(direction: RTCRtpTransceiverDirection) -> Peer {
-        let mut peer = build().await;
+        Peer::sending_over(direction, IceTransport::Udp).await
+    }
+
+    async fn sending_over(direction: RTCRtpTransceiverDirection, transport: IceTransport) -> Peer {
+        let mut peer = build(transport).await;
         let init = || Some(RTCRtpTransceiverInit { direction, ..Default::default() });
         for (kind, codec, id) in [(RtpCodecKind::Video, h264(), "video"), (RtpCodecKind::Audio, opus(), "audio")] {
             let track = sample_track(kind, codec, id).expect("sample track");
@@ -211,7 +242,12 @@ impl Peer {
 
     /// A player with recvonly video and audio.
     pub async fn player() -> Peer {
-        let peer = build().await;
+        Peer::player_over(IceTransport::Udp).await
+    }
+
+    /// [`Peer::player`] with its ICE candidates on `transport`.
+    pub async fn player_over(transport: IceTransport) -> Peer {
+        let peer = build(transport).await;
         let recvonly = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() });
         peer.pc.add_transceiver_from_kind(RtpCodecKind::Video, recvonly()).await.unwrap();
         peer.pc.add_transceiver_from_kind(RtpCodecKind::Audio, recvonly()).await.unwrap();
@@ -221,7 +257,7 @@ impl Peer {
     /// A peer that only answers (a room's subscriber connection): its m-lines and data channel
     /// come from the remote offers.
     pub async fn answerer() -> Peer {
-        build().await
+        build(IceTransport::Udp).await
     }
 
     /// Applies a remote offer (a first one or a renegotiation) and returns the answer, with the
@@ -257,8 +293,19 @@ impl Peer {
         self.pc.local_description().await.expect("local description").sdp
     }
 
+    /// Applies the server's answer. A TCP peer also hands the answer's passive TCP candidates
+    /// to `add_ice_candidate`: webrtc 0.21 dials a passive candidate only when it arrives that
+    /// way, never when it sits in a description.
     pub async fn accept_answer(&self, answer: &str) {
         self.pc.set_remote_description(RTCSessionDescription::answer(answer.to_owned()).unwrap()).await.expect("set answer");
+        if self.transport == IceTransport::Tcp {
+            let passive = passive_tcp_candidates(answer);
+            assert!(!passive.is_empty(), "the answer has no passive TCP candidate:\n{answer}");
+            for candidate in passive {
+                let init = RTCIceCandidateInit { candidate, sdp_mline_index: Some(0), ..Default::default() };
+                self.pc.add_ice_candidate(init).await.expect("add the passive TCP candidate");
+            }
+        }
     }
 
     /// Waits until the connection is up, failing with a clear message after a generous limit.
@@ -307,6 +354,53 @@ impl Peer {
     pub async fn close(&self) {
         let _ = self.pc.close().await;
     }
+
+    /// The candidate pair ICE selected (`None` before one is), with the packets the transport
+    /// has carried. The pair comes from the ICE transport: in webrtc 0.21's statistics report the
+    /// pair's candidate ids do not match the ids of the candidate entries.
+    pub async fn selected_pair(&self) -> Option<SelectedPair> {
+        let mut dtls = None;
+        for sender in self.pc.get_senders().await {
+            dtls = dtls.or(sender.transport().await.ok().flatten());
+        }
+        for receiver in self.pc.get_receivers().await {
+            dtls = dtls.or(receiver.transport().await.ok().flatten());
+        }
+        let pair = dtls?.ice_transport().get_selected_candidate_pair().await.ok().flatten()?;
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let (packets_sent, packets_received) = report
+            .iter()
+            .find_map(|e| match e {
+                RTCStatsReportEntry::Transport(t) => Some((t.packets_sent, t.packets_received)),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Some(SelectedPair { local: pair.local().clone(), remote: pair.remote().clone(), packets_sent, packets_received })
+    }
+}
+
+/// The selected ICE candidate pair of a connection, and what its transport carried.
+#[derive(Debug)]
+pub struct SelectedPair {
+    pub local: RTCIceCandidate,
+    pub remote: RTCIceCandidate,
+    /// Packets sent and received on the connection's transport (all of STUN, DTLS, RTP, RTCP).
+    pub packets_sent: u64,
+    pub packets_received: u64,
+}
+
+/// The `candidate:…` values of the passive TCP candidates in `sdp`.
+pub fn passive_tcp_candidates(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .filter(|c| {
+            let fields: Vec<&str> = c.split_whitespace().collect();
+            c.starts_with("candidate:")
+                && fields.get(2).is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
+                && fields.windows(2).any(|w| w[0] == "tcptype" && w[1] == "passive")
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A synthetic access unit: SPS + PPS + IDR for keyframes, a P slice otherwise. Sizes vary so
