@@ -14,8 +14,8 @@ use tongxin_common::rooms::{Audience, BoxFuture, Permissions, RoomControl, RoomE
 use tongxin_common::{Identity, JoinGrant, RoomName};
 
 use crate::core::{CodecPolicy, PeerId, Session, Sfu, SfuConfig, SfuError, SfuEvent};
-use crate::tcp::{self, TcpEvent};
 use crate::signal::{ClientMessage, ConnId, ServerMessage};
+use crate::tcp::{self, TcpEvent};
 
 /// What the media task sends to one WebSocket.
 #[derive(Debug)]

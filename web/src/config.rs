@@ -484,7 +484,7 @@ impl Config {
                 message: "required when media.tcp_listen is a wildcard address: the address clients reach".into(),
             });
         }
-                match (&self.http.tls_cert, &self.http.tls_key) {
+        match (&self.http.tls_cert, &self.http.tls_key) {
             (Some(_), None) => return Err(ConfigError::Key { key: "http.tls_key".into(), message: "required with http.tls_cert".into() }),
             (None, Some(_)) => return Err(ConfigError::Key { key: "http.tls_cert".into(), message: "required with http.tls_key".into() }),
             _ => {}

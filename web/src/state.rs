@@ -50,8 +50,8 @@ impl AppState {
             config.media.public_ip,
             config.rooms.sfu_config(),
         )
-            .await
-            .context("cannot start the media server (media.listen)")?;
+        .await
+        .context("cannot start the media server (media.listen)")?;
         Ok(AppState::assemble(config, db, token_key, clock).with_media(media))
     }
 

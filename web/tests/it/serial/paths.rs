@@ -41,7 +41,17 @@ fn coturn(port: u16, dir: &std::path::Path) -> tokio::process::Child {
     tokio::process::Command::new(turnserver)
         .args(["-n", "--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--listening-port", &port])
         .args(["--use-auth-secret", "--static-auth-secret", SECRET, "--realm", "tongxin.test"])
-        .args(["--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint", "--min-port", "49152", "--max-port", "49400"])
+        .args([
+            "--allow-loopback-peers",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--fingerprint",
+            "--min-port",
+            "49152",
+            "--max-port",
+            "49400",
+        ])
         .arg("--userdb")
         .arg(&userdb)
         .arg("--pidfile")
