@@ -1,10 +1,12 @@
 //! Tongxin's measuring instruments: the load generator (`run`: simulated participants on the
 //! `webrtc` crate sending pre-encoded H.264 with frame counters, measured per subscriber, per
 //! server and per generator, reported as JSON and HTML) and the seeded UDP impairment relay that
-//! emulates weak rural links (rate caps, loss, delay, jitter, changing over time) without netem.
+//! emulates weak rural links (rate caps, loss, delay, jitter, changing over time) without netem;
+//! and, for root, a network namespace behind a kernel rate cap (`netns`).
 #![forbid(unsafe_code)]
 
 pub mod media;
+pub mod netns;
 pub mod participant;
 pub mod probe;
 pub mod relay;

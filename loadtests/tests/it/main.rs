@@ -111,6 +111,7 @@ fn schedules_are_checked() {
     assert_eq!(s.steps[0].up.unwrap().rate_bps, Some(150_000));
 }
 
+mod netns;
 mod participant;
 /// Timing-sensitive: run one at a time with the media tests, not beside the parallel ones.
 mod run;
