@@ -9,13 +9,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use str0m::bwe::BweKind;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Reason, Rtc, RtcConfig};
 use tongxin_common::rooms::{Audience, RoomEvent};
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
 
@@ -23,6 +23,14 @@ use crate::rooms::{Participant, ParticipantKind, Signal};
 use crate::sdp::{self, first_line, usable_media};
 use crate::signal::TrackId;
 use crate::{keyframe, stun};
+
+/// Where str0m's send-side estimate starts, bit/s: libwebrtc's customary start, which carries
+/// audio and the lowest camera layer on a weak link until feedback says more.
+const INITIAL_ESTIMATE_BPS: u64 = 300_000;
+/// How far ahead of `now` a pacer timeout may be and still be handled within the same drain.
+const PACER_CATCH_UP: Duration = Duration::from_micros(200);
+/// At most this many pacer timeouts are handled within one drain (a burst, then the timer).
+const MAX_PACED_ROUNDS: u32 = 256;
 
 /// A peer connection's id, unique for the life of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -286,8 +294,8 @@ pub(crate) struct Peer {
     pub(crate) media_bytes_sampled: u64,
     pub(crate) loss: Option<f32>,
     pub(crate) rtt: Option<Duration>,
-    /// The send-side bandwidth estimate towards this peer (TWCC), bit/s.
-    pub(crate) estimate: Option<f64>,
+    /// The send-side bandwidth estimate towards this peer (TWCC) and what feeds it.
+    pub(crate) send_side: crate::estimate::SendSide,
 }
 
 impl Peer {
@@ -394,6 +402,9 @@ impl Sfu {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_stats_interval(Some(Duration::from_secs(1)))
+            // The send-side estimate (TWCC) that picks each subscriber's simulcast layers. It acts
+            // only where the server sends media: a receive-only connection never probes or reports.
+            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
             .clear_codecs()
             .enable_opus(true, false);
         cfg.codec_config().add_h264(108.into(), Some(109.into()), true, 0x42e01f);
@@ -564,7 +575,7 @@ impl Sfu {
             media_bytes_sampled: 0,
             loss: None,
             rtt: None,
-            estimate: None,
+            send_side: crate::estimate::SendSide::default(),
         };
         self.peers.insert(id, peer);
         self.drain(now, id);
@@ -791,6 +802,7 @@ impl Sfu {
 
     /// Drains one peer's outputs until it asks for a timeout (str0m's contract after every change).
     pub(crate) fn drain(&mut self, now: Instant, id: PeerId) {
+        let mut paced = 0;
         loop {
             let Some(peer) = self.peers.get_mut(&id) else { return };
             let out = match peer.rtc.poll_output() {
@@ -803,7 +815,18 @@ impl Sfu {
             };
             match out {
                 Output::Timeout(t) => {
-                    // str0m may ask to be woken at `now`; never schedule into the past.
+                    // With BWE on, str0m's pacer lets one packet out per timeout and asks to be
+                    // woken a microsecond later for the next: that is handled here at once (its
+                    // own clock steps a microsecond a packet, bounded), or a subscriber could send
+                    // only one packet per timer tick.
+                    if matches!(peer.rtc.last_timeout_reason(), Reason::Pacer(_)) && t <= now + PACER_CATCH_UP && paced < MAX_PACED_ROUNDS {
+                        paced += 1;
+                        if let Err(e) = peer.rtc.handle_input(Input::Timeout(t.max(now))) {
+                            tracing::debug!(peer = id.0, error = %e, "pacer timeout refused");
+                        }
+                        continue;
+                    }
+                    // Anything else due now waits a millisecond: never schedule into the past.
                     peer.next_timeout = t.max(now + Duration::from_millis(1));
                     return;
                 }
@@ -898,12 +921,18 @@ impl Sfu {
                         (a, b) => a.or(b),
                     };
                     p.rtt = stats.rtt.or_else(|| stats.selected_candidate_pair.and_then(|c| c.current_round_trip_time));
+                    p.send_side.on_stats(stats.timestamp, stats.bwe_tx.map(|b| b.as_f64()), stats.bytes_tx);
+                }
+            }
+            Event::MediaEgressStats(stats) => {
+                if let (Some(p), Some(loss)) = (self.peers.get_mut(&id), stats.loss) {
+                    p.send_side.on_reported_loss(stats.timestamp, stats.mid, loss);
                 }
             }
             Event::ChannelData(data) => self.on_channel_data(now, id, data),
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 if let Some(p) = self.peers.get_mut(&id) {
-                    p.estimate = Some(estimate.as_f64());
+                    p.send_side.on_estimate(estimate.as_f64());
                 }
             }
             _ => {}
@@ -979,7 +1008,7 @@ impl Sfu {
             if !peer.connected {
                 continue;
             }
-            let Peer { rtc, role, .. } = peer;
+            let Peer { rtc, role, send_side, .. } = peer;
             // An m-line already carrying one of this track's layers stays the track's m-line.
             let ours = |o: &TrackOut| {
                 o.source.is_none() || o.source == Some((from, ssrc)) || o.source.is_some_and(|(p, s)| p == from && layer_ssrcs.contains(&s))
@@ -1029,6 +1058,12 @@ impl Sfu {
                 .ext_vals(ext)
                 .nackable(kind == MediaKind::Video);
             if let Some(tx) = rtc.direct_api().stream_tx_by_mid(out_mid, None) {
+                // str0m's pacer sends video at 1.1 times the estimate, which spreads a keyframe
+                // so it does not overrun a weak link's queue. That suits a simulcast track whose
+                // layer is chosen under the estimate; a single-layer track cannot slow down, and
+                // a receiver without TWCC feedback has no estimate (the pacer would hold to the
+                // initial one): those go out as they come, as their publisher paced them.
+                tx.set_unpaced(!(simulcast && send_side.has_estimate()));
                 tx.write_rtp(write);
             }
             self.drain(now, sub);

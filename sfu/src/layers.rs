@@ -82,6 +82,14 @@ impl LayerSelector {
     }
 }
 
+/// The rate a subscriber m-line needs, bit/s, to be given the best layer it may have (the highest
+/// measured one up to `max`): that layer's rate with the headroom [`LayerSelector`] asks before
+/// going up. What the send-side estimator should try to find room for.
+pub fn wanted_bps(layers: &[LayerRate], max: Option<usize>) -> f64 {
+    let best = layers.iter().filter(|l| l.bps > 0.0 && max.is_none_or(|m| l.index <= m)).map(|l| l.bps).next_back();
+    best.unwrap_or(0.0) * UP_HEADROOM
+}
+
 /// Per publisher track: which of its simulcast layers the publisher should pause because nobody
 /// has wanted them for [`PAUSE_AFTER`]. A layer someone wants again is resumed at once. The lowest
 /// layer is everyone's fallback, so it counts as wanted while anyone receives the track.
@@ -172,6 +180,23 @@ mod tests {
         let mut sel = LayerSelector::default();
         assert_eq!(sel.choose(t0, &unknown, Some(5_000_000.0), None), Some(0), "a layer not measured yet is not chosen");
         assert_eq!(LayerSelector::default().choose(t0, &[], Some(1.0), None), None);
+    }
+
+    #[test]
+    fn the_wanted_rate_is_the_best_allowed_layer_with_headroom() {
+        let unmeasured_top =
+            [LayerRate { index: 0, bps: 90_000.0 }, LayerRate { index: 1, bps: 350_000.0 }, LayerRate { index: 2, bps: 0.0 }];
+        // (layers, max layer, wanted bit/s)
+        let cases: &[(&[LayerRate], Option<usize>, f64)] = &[
+            (&ladder(), None, 1_500_000.0),     // the top layer, with 25 % to go up
+            (&ladder(), Some(1), 437_500.0),    // a medium tile
+            (&ladder(), Some(0), 112_500.0),    // a small tile: the lowest is enough
+            (&unmeasured_top, None, 437_500.0), // a layer never measured is not aimed at
+            (&[], None, 0.0),
+        ];
+        for (layers, max, want) in cases {
+            assert_eq!(wanted_bps(layers, *max), *want, "max {max:?}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod core;
+mod estimate;
 pub mod http;
 mod keyframe;
 pub mod layers;

@@ -6,11 +6,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use str0m::bwe::Bitrate;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::Ssrc;
 
 use crate::core::{PeerId, Role, Sfu};
-use crate::layers::LayerRate;
+use crate::estimate::EstimatorRequest;
+use crate::layers::{LayerRate, wanted_bps};
 use crate::signal::{ServerMessage, TrackId};
 
 /// Weight of the newest measurement in a layer's smoothed rate (keyframes make single
@@ -31,7 +33,8 @@ struct Layers {
 impl Sfu {
     /// Updates the layers' rates from the bytes seen since `since`, then picks each subscriber
     /// m-line's layer from its budget: the subscriber's own cap, when it set one, and the send-side
-    /// estimate, when there is one; without either it gets the lowest layer.
+    /// estimate ([`crate::estimate::SendSide`]), when there is one; without either it gets the
+    /// lowest layer. Each subscriber connection's estimator is told what it could use.
     pub(crate) fn select_layers(&mut self, now: Instant, elapsed_secs: f64) {
         let mut by_track: HashMap<TrackId, Layers> = HashMap::new();
         let mut by_publisher: HashMap<PeerId, Layers> = HashMap::new();
@@ -64,17 +67,16 @@ impl Sfu {
                 };
             }
         }
-        if by_track.is_empty() && by_publisher.is_empty() {
-            return;
-        }
         let mut requests = Vec::new();
+        let mut reconfigured = Vec::new();
         // Per (publisher, mid): the layers some subscriber m-line is given or still carries.
         let mut wanted: HashMap<(PeerId, Mid), HashSet<Rid>> = HashMap::new();
         let subscribers: Vec<PeerId> = self.peers.keys().copied().collect();
         for sub in subscribers {
             let cap = self.budget_of(sub);
             let Some(peer) = self.peers.get_mut(&sub) else { continue };
-            let budget = match (cap, peer.estimate) {
+            let estimate = peer.send_side.budget(now);
+            let budget = match (cap, estimate) {
                 (Some(c), Some(e)) => Some(c.min(e)),
                 (c, e) => c.or(e),
             };
@@ -93,8 +95,11 @@ impl Sfu {
             };
             let video = outs.iter().filter(|o| layered(o).is_some()).count().max(1);
             let share = budget.map(|b| ((b - AUDIO_RESERVE_BPS * audio as f64) / video as f64).max(0.0));
+            // What this subscriber could use: audio, and each m-line's best layer it may have.
+            let mut desired = AUDIO_RESERVE_BPS * audio as f64;
             for out in outs.iter_mut() {
                 let Some(layers) = layered(out) else { continue };
+                desired += wanted_bps(&layers.rates, out.max_layer);
                 let Some(index) = out.selector.choose(now, &layers.rates, share, out.max_layer) else { continue };
                 let rid = layers.rids[index];
                 let wants = wanted.entry((layers.publisher, layers.mid)).or_default();
@@ -110,6 +115,26 @@ impl Sfu {
                     out.target = Some(rid);
                     requests.push((layers.publisher, layers.mid, rid));
                 }
+            }
+            // Never probe for more than the subscriber's own cap (a metered link).
+            let desired = cap.map_or(desired, |c| desired.min(c));
+            let carried = peer.send_side.carried();
+            let request = peer.send_side.desired.update(now, desired, estimate, carried);
+            // No minimum: padding up to a layer's rate all the time would spend a metered link's
+            // data; str0m probes in short bursts instead.
+            if let Some(rate) = request.desire {
+                peer.rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(rate as u64));
+            }
+            if request != EstimatorRequest::default() {
+                reconfigured.push((sub, request.restart_from));
+            }
+        }
+        // One change to an `Rtc` at a time, each drained.
+        for (sub, restart_from) in reconfigured {
+            self.drain(now, sub);
+            if let (Some(from), Some(peer)) = (restart_from, self.peers.get_mut(&sub)) {
+                peer.rtc.bwe().reset(Bitrate::bps(from as u64));
+                self.drain(now, sub);
             }
         }
         for (publisher, mid, rid) in requests {

@@ -1,8 +1,9 @@
 // Chromium as a simulcast publisher, on an unshaped loopback link: the room page publishes a
 // 1280×720 fake camera as three layers by rid (q, h, f) and two viewers — each in its own browser
-// context, neither publishing — pick layers with the protocol's `budget` and `video_quality`
-// frames. Every layer somebody receives is sent; the layers nobody receives are paused by the
-// server's `layers` frame (their bytesSent stops growing) and resumed when somebody wants them.
+// context, neither publishing — pick layers with the protocol's `video_quality` frames; one also
+// sends a `budget`, the other gets the top layer on the server's bandwidth estimate alone. Every
+// layer somebody receives is sent; the layers nobody receives are paused by the server's `layers`
+// frame (their bytesSent stops growing) and resumed when somebody wants them.
 // The publisher is also asked for speech-sized Opus with DTX in the server's answer.
 //
 //   BASE_URL=http://127.0.0.1:PORT ROOM=… TOKEN_PUB=<teacher> TOKEN_TOP=<viewer> TOKEN_MID=<viewer>
@@ -167,8 +168,9 @@ try {
   for (const page of [top, mid]) {
     await waitUntil(page, 'the viewer receives the teacher\'s camera', (id) => window.tongxinRoom.stats().then((s) => s.some((x) => x.trackId === id && x.framesDecoded > 0)), track);
   }
+  // viewer-top sets no budget: the server's estimate of its loopback link (str0m's BWE over the
+  // page's TWCC feedback) is what lets it have the top layer.
   await top.evaluate((id) => {
-    window.tongxinRoom.send({ type: 'budget', kbps: 100000 });
     window.tongxinRoom.send({ type: 'video_quality', track: id, max: 'high' });
   }, track);
   await mid.evaluate((id) => {

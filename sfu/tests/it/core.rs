@@ -8,6 +8,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tongxin_common::rooms::{LeaveReason, RoomEvent};
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
@@ -37,6 +38,9 @@ struct Net {
     events: Vec<SfuEvent>,
     signals: Vec<Signal>,
     room_events: Vec<RoomEvent>,
+    /// Whether the room participants' subscriber clients send TWCC feedback (str0m's default),
+    /// from which the server estimates their links.
+    feedback: bool,
 }
 
 fn grant(identity: &str, publish: bool, subscribe: bool) -> JoinGrant {
@@ -68,6 +72,7 @@ impl Net {
             events: Vec::new(),
             signals: Vec::new(),
             room_events: Vec::new(),
+            feedback: true,
         }
     }
 
@@ -105,7 +110,8 @@ impl Net {
         };
         let i = self.clients.len();
         let addr: SocketAddr = format!("127.0.0.1:{}", 50000 + i).parse().unwrap();
-        let mut rtc = RtcConfig::new().build(self.now);
+        let config = if self.feedback { RtcConfig::new() } else { RtcConfig::new().set_extension_map(without_twcc()) };
+        let mut rtc = config.build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
         self.clients.push(Client {
@@ -634,6 +640,9 @@ fn hidden_participants_are_never_announced_named_or_handed_out() {
 #[test]
 fn a_simulcast_publisher_reaches_each_subscriber_on_one_layer_that_fits_its_budget() {
     let mut net = Net::new();
+    // The classroom gives no TWCC feedback: its budget alone picks the layer (the estimate's part
+    // is in `estimate.rs`).
+    net.feedback = false;
     // A WHIP publisher sending three layers by rid: q ≈ 24, h ≈ 96, f ≈ 360 kbit/s.
     let i = net.clients.len();
     let addr: SocketAddr = format!("127.0.0.1:{}", 50000 + i).parse().unwrap();
@@ -706,6 +715,16 @@ fn a_simulcast_publisher_reaches_each_subscriber_on_one_layer_that_fits_its_budg
     assert!(errors.is_empty(), "{errors:?}");
 }
 
+/// str0m's standard RTP header extensions but transport-wide sequence numbers: a receiver that
+/// gives no TWCC feedback, so the server has no estimate of its link.
+fn without_twcc() -> ExtensionMap {
+    let mut exts = ExtensionMap::empty();
+    for (id, ext) in ExtensionMap::standard().iter().filter(|(_, e)| **e != Extension::TransportSequenceNumber) {
+        exts.set(id, ext.clone());
+    }
+    exts
+}
+
 /// A send-only video m-line's three simulcast layers by rid, lowest first.
 fn three_layers() -> Simulcast {
     Simulcast { send: ["q", "h", "f"].map(SimulcastLayer::new).to_vec(), recv: vec![] }
@@ -726,6 +745,8 @@ fn layer_runs(frames: &[Vec<u8>]) -> Vec<u8> {
 #[test]
 fn a_room_page_pauses_the_layers_nobody_receives_and_resumes_them_at_once() {
     let mut net = Net::new();
+    // No TWCC feedback from the class, so no estimate: its budget alone decides what it wants.
+    net.feedback = false;
     net.join(1, Some(room_grant("teacher")), None);
     // The teacher's page publishes its camera as three layers by rid over the room protocol.
     let i = net.clients.len();

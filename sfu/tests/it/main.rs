@@ -2,6 +2,7 @@
 //! `serial` carry media and run one at a time.
 
 mod core;
+mod estimate;
 mod harness;
 mod http;
 mod peer;
