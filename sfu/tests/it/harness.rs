@@ -38,6 +38,14 @@ impl TestServer {
         TestServer::serve(media).await
     }
 
+    /// A server whose media port and HTTP routes both listen on `ip` (e.g. the root side of a
+    /// veth pair into a network namespace), announcing `ip` as its candidate.
+    #[allow(dead_code)] // only the weak-link test uses it
+    pub async fn start_on(ip: std::net::IpAddr) -> TestServer {
+        let media = MediaServer::start(SocketAddr::new(ip, 0), None, SfuConfig::default()).await.expect("start media");
+        TestServer::serve_on(media, ip).await
+    }
+
     /// A server that announces a passive ICE-TCP candidate on a loopback port and no UDP
     /// candidate, as behind a firewall that drops UDP.
     #[allow(dead_code)] // only the ICE-TCP test uses it
@@ -50,10 +58,15 @@ impl TestServer {
 
     /// Serves the WHIP/WHEP routes and the room WebSocket for `media` on a loopback port.
     async fn serve(media: MediaServer) -> TestServer {
+        TestServer::serve_on(media, std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Serves the WHIP/WHEP routes and the room WebSocket for `media` on a port of `ip`.
+    async fn serve_on(media: MediaServer, ip: std::net::IpAddr) -> TestServer {
         let key = TokenKey::from_secret(&[5u8; 32]).unwrap();
         let state = WhipState::new(media.clone(), Arc::new(TokenAuth(key.clone())));
         let app = tongxin_sfu::http::router(state.clone()).merge(tongxin_sfu::ws::router(state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
         let http = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         TestServer { http, media, key }

@@ -3,4 +3,5 @@ mod lossy;
 mod robustness;
 mod rooms;
 mod tcp;
+mod weak_link;
 mod whip_whep;
