@@ -19,6 +19,7 @@ build_pkgs=(
 )
 test_pkgs=(
   chromium chromium-driver fonts-liberation fonts-noto-cjk fonts-noto-core coturn
+  janus   # the comparison's other SFU (loadtests serial::janus, scripts/janus.sh)
 )
 
 pkgs=("${build_pkgs[@]}")
@@ -43,6 +44,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The tests start their own Janus in a namespace; the package's service must not hold its ports.
+  if [[ " ${missing[*]} " == *" janus "* ]]; then
+    $sudo systemctl disable --now janus >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,15 +1,17 @@
 //! `tongxin-load`: measuring instruments for Tongxin.
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use tongxin_loadtests::bench_net::Server;
+use tongxin_loadtests::compare::CompareConfig;
 use tongxin_loadtests::relay::{Impairment, Relay, RelayConfig, Schedule};
-use tongxin_loadtests::run::Target;
-use tongxin_loadtests::scenario::Scenario;
+use tongxin_loadtests::run::{Signalling, Target};
+use tongxin_loadtests::scenario::{RampSpec, Scenario};
 
 /// Measuring instruments for Tongxin.
 #[derive(Debug, Parser)]
@@ -25,11 +27,26 @@ enum Command {
     Relay(RelayArgs),
     /// Run a load scenario against a running server; writes report.json and report.html.
     Run(RunArgs),
+    /// Run the same scenario against Janus and Tongxin, each alone in a network namespace
+    /// (root); writes comparison.json and comparison.html, and each server's report.
+    Compare(CompareArgs),
+}
+
+/// Which server `run` drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TargetKind {
+    /// Tongxin: WHIP and WHEP with join tokens.
+    Tongxin,
+    /// Janus's VideoRoom over its HTTP JSON API (rooms from `scripts/janus.sh config`).
+    Janus,
 }
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The server's HTTP address (loopback only).
+    /// The server.
+    #[arg(long, value_enum, default_value = "tongxin")]
+    target: TargetKind,
+    /// The server's HTTP address: loopback, or a namespace's 10.199.x.y (Janus: port 8088).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     http: String,
     /// The server's process id, for its CPU and memory (e.g. `$(pgrep -f 'tongxin serve')`).
@@ -38,6 +55,39 @@ struct RunArgs {
     /// The server's join-token key file (`<data_dir>/join-token.key`); or set TONGXIN_AUTH_TOKEN_SECRET.
     #[arg(long, default_value = "data/join-token.key")]
     token_key_file: std::path::PathBuf,
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+    /// Where report.json and report.html go.
+    #[arg(long, default_value = "load-report")]
+    out: std::path::PathBuf,
+    /// Where encoded media is cached (default ~/.cache/tongxin-load).
+    #[arg(long)]
+    cache_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// The servers, in the order they run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "janus,tongxin")]
+    servers: Vec<TargetKind>,
+    /// The `tongxin` binary (default: next to this one).
+    #[arg(long)]
+    tongxin_bin: Option<std::path::PathBuf>,
+    /// The core each server is pinned to; run the generator on another (`taskset -c 1 tongxin-load …`).
+    #[arg(long, default_value_t = 0)]
+    server_core: u32,
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+    /// Where comparison.{json,html} and each server's report.{json,html} (in a subdirectory) go.
+    #[arg(long, default_value = "compare-report")]
+    out: std::path::PathBuf,
+    /// Where encoded media is cached (default ~/.cache/tongxin-load).
+    #[arg(long)]
+    cache_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ScenarioArgs {
     /// A TOML scenario; the flags below override its fields.
     #[arg(long)]
     scenario: Option<std::path::PathBuf>,
@@ -87,15 +137,19 @@ struct RunArgs {
     /// Seed of the link's random decisions.
     #[arg(long)]
     seed: Option<u64>,
-    /// Where report.json and report.html go.
-    #[arg(long, default_value = "load-report")]
-    out: std::path::PathBuf,
-    /// Where encoded media is cached (default ~/.cache/tongxin-load).
+    /// After the steps, add subscribers until frame loss passes 1 %, the server's core
+    /// saturates or the generator is bound.
     #[arg(long)]
-    cache_dir: Option<std::path::PathBuf>,
+    ramp: bool,
+    /// Subscribers per room added at each ramp step (implies --ramp).
+    #[arg(long)]
+    ramp_step: Option<u32>,
+    /// Subscribers per room at most in the ramp (implies --ramp).
+    #[arg(long)]
+    ramp_max: Option<u32>,
 }
 
-impl RunArgs {
+impl ScenarioArgs {
     /// The scenario from the file (if any) with the flags applied, checked.
     fn scenario(&self) -> anyhow::Result<Scenario> {
         let mut s = match &self.scenario {
@@ -132,32 +186,59 @@ impl RunArgs {
             link.seed = self.seed.unwrap_or(link.seed);
             s.link = Some(link);
         }
+        if self.ramp || self.ramp_step.is_some() || self.ramp_max.is_some() {
+            let mut ramp: RampSpec = s.ramp.unwrap_or_default();
+            ramp.step = self.ramp_step.unwrap_or(ramp.step);
+            ramp.max = self.ramp_max.unwrap_or(ramp.max);
+            s.ramp = Some(ramp);
+        }
         s.validate().map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
         Ok(s)
     }
+}
 
+fn cache_dir(flag: &Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    match flag {
+        Some(d) => Ok(d.clone()),
+        None => tongxin_loadtests::media::default_cache_dir().context("no cache directory: pass --cache-dir"),
+    }
+}
+
+/// The local address that routes to `to` (a UDP socket's source after connect; nothing is sent).
+fn local_ip_towards(to: SocketAddr) -> anyhow::Result<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    socket.connect(to).with_context(|| format!("no route to {to}"))?;
+    Ok(socket.local_addr()?.ip())
+}
+
+impl RunArgs {
     fn target(&self) -> anyhow::Result<Target> {
         let hostport = self.http.strip_prefix("http://").unwrap_or(&self.http).trim_end_matches('/');
         let http: SocketAddr = hostport.parse().with_context(|| format!("--http {}: expected http://127.0.0.1:PORT", self.http))?;
-        anyhow::ensure!(http.ip().is_loopback(), "--http must be a loopback address (load stays on this machine)");
-        let secret = match std::env::var("TONGXIN_AUTH_TOKEN_SECRET") {
-            Ok(s) => s,
-            Err(_) => std::fs::read_to_string(&self.token_key_file)
-                .with_context(|| format!("cannot read the server's token key {}", self.token_key_file.display()))?,
+        anyhow::ensure!(
+            http.ip().is_loopback() || tongxin_loadtests::netns::is_namespace_addr(http.ip()),
+            "--http must be a loopback address or a namespace's 10.199.x.y (load stays on this machine)"
+        );
+        let signalling = match self.target {
+            TargetKind::Janus => Signalling::Janus,
+            TargetKind::Tongxin => {
+                let secret = match std::env::var("TONGXIN_AUTH_TOKEN_SECRET") {
+                    Ok(s) => s,
+                    Err(_) => std::fs::read_to_string(&self.token_key_file)
+                        .with_context(|| format!("cannot read the server's token key {}", self.token_key_file.display()))?,
+                };
+                let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, secret.trim())
+                    .context("the token key is not base64")?;
+                Signalling::WhipWhep { token_key: tongxin_common::TokenKey::from_secret(&bytes).context("the token key")? }
+            }
         };
-        let bytes =
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, secret.trim()).context("the token key is not base64")?;
-        let token_key = tongxin_common::TokenKey::from_secret(&bytes).context("the token key")?;
-        let cache_dir = match &self.cache_dir {
-            Some(d) => d.clone(),
-            None => tongxin_loadtests::media::default_cache_dir().context("no cache directory: pass --cache-dir")?,
-        };
-        Ok(Target { http, server_pid: self.server_pid, token_key, cache_dir, progress: true })
+        let local_ip = if http.ip().is_loopback() { http.ip() } else { local_ip_towards(http)? };
+        Ok(Target { http, server_pid: self.server_pid, signalling, local_ip, cache_dir: cache_dir(&self.cache_dir)?, progress: true })
     }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let scenario = args.scenario()?;
+    let scenario = args.scenario.scenario()?;
     let target = args.target()?;
     let outcome = tongxin_loadtests::run::run(&scenario, &target).await.map_err(|e| anyhow::anyhow!("the run failed: {e}"))?;
     let (json, html) = outcome.report.write(&args.out).context("cannot write the report")?;
@@ -214,6 +295,39 @@ fn parse_rate(s: &str) -> anyhow::Result<u64> {
     Ok((value * mult as f64) as u64)
 }
 
+async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    let scenario = args.scenario.scenario()?;
+    let tongxin_bin = match &args.tongxin_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("tongxin"),
+    };
+    let servers = args
+        .servers
+        .iter()
+        .map(|k| match k {
+            TargetKind::Janus => Server::Janus,
+            TargetKind::Tongxin => Server::Tongxin { binary: tongxin_bin.clone() },
+        })
+        .collect();
+    let config =
+        CompareConfig { scenario, servers, server_core: Some(args.server_core), cache_dir: cache_dir(&args.cache_dir)?, progress: true };
+    // On Ctrl-C or SIGTERM the comparison is dropped: servers stop and their namespaces go.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let comparison = tokio::select! {
+        c = tongxin_loadtests::compare::compare(&config) => c.map_err(|e| anyhow::anyhow!("the comparison failed: {e}"))?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    };
+    for run in &comparison.runs {
+        run.report.write(&args.out.join(run.server.to_lowercase())).context("cannot write a server's report")?;
+    }
+    let (json, html) = comparison.write(&args.out).context("cannot write the comparison")?;
+    print!("{}", comparison.summary_table());
+    println!("report: {} and {}", json.display(), html.display());
+    let ok = comparison.runs.iter().all(|r| r.report.verdict.ok);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     let d = |flag: &str, v: &str| humantime::parse_duration(v).with_context(|| format!("{flag} {v:?}: expected e.g. 80ms"));
     let impairment = Impairment {
@@ -260,7 +374,10 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::WARN).try_init();
+    // The webrtc crate warns about every answering peer before its first ICE check and about
+    // every retransmission that arrives after the original (SRTP replay): noise under load.
+    let filter = tracing_subscriber::EnvFilter::new("warn,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error");
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -271,6 +388,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Relay(args) => rt.block_on(relay(args)),
         Command::Run(args) => match rt.block_on(run(args)) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
+        Command::Compare(args) => match rt.block_on(compare(args)) {
             Ok(code) => return code,
             Err(e) => Err(e),
         },

@@ -62,6 +62,13 @@ pub fn root_or_skip(test: &str) -> bool {
     }
 }
 
+/// Whether `ip` lies in 10.199.0.0/16, where [`Netns::create`] puts its veth pairs: a server
+/// reached there runs in a namespace on this machine.
+#[must_use]
+pub fn is_namespace_addr(ip: std::net::IpAddr) -> bool {
+    matches!(ip, std::net::IpAddr::V4(v4) if v4.octets()[..2] == [10, 199])
+}
+
 /// A network namespace with a veth pair to the root namespace on a private /30
 /// (`10.199.x.y/30`): [`Netns::host_addr`] on the root side, [`Netns::ns_addr`] inside. Traffic
 /// from the root side towards the namespace leaves through the root-side veth, where

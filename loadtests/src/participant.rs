@@ -8,10 +8,13 @@
 //! one m-line, told apart by rid (`a=simulcast:send q;h;f`, one `a=rid:<rid> send` and one SSRC
 //! per layer); each packet carries the SDES MID and RID header extensions, as a browser's do, so
 //! the server can map the layers' SSRCs without `a=ssrc` lines.
+//!
+//! Peers bind to loopback unless made with an `_on(ip)` constructor: a server under test in a
+//! network namespace ([`crate::bench_net`]) is reached from the root side of its veth pair.
 
 use std::collections::VecDeque;
 use std::error::Error;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +64,18 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Res<(u16, Vec<(String, String)>, String)> {
+    request_within(addr, method, path, headers, body, Duration::from_secs(30)).await
+}
+
+/// [`request`] waiting at most `timeout` for the whole response (a long poll waits longer).
+pub async fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> Res<(u16, Vec<(String, String)>, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
@@ -70,13 +85,36 @@ pub async fn request(
     req.push_str(body);
     s.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw)).await??;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    tokio::time::timeout(timeout, s.read_to_end(&mut raw))
+        .await
+        .map_err(|_| format!("{method} {path}: no response within {timeout:?}"))??;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or((raw.len(), raw.len()), |i| (i, i + 4));
+    let head = String::from_utf8_lossy(&raw[..split.0]).into_owned();
     let mut lines = head.lines();
     let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
-    Ok((status, headers, body.to_owned()))
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+    let body = &raw[split.1..];
+    // Janus's libmicrohttpd answers in chunks.
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked { dechunk(body).ok_or_else(|| format!("{method} {path}: a broken chunked body"))? } else { body.to_vec() };
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The payload of a chunked HTTP/1.1 body (RFC 9112 §7.1; extensions and trailers ignored).
+fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(..size)?);
+        body = body.get(size + 2..)?;
+    }
 }
 
 /// POSTs an offer; returns (Location, answer).
@@ -396,7 +434,10 @@ struct SimulcastLayers {
     transceiver: Arc<dyn RtpTransceiver>,
 }
 
-async fn build(forward_keyframe_requests: bool, simulcast: bool) -> Res<Peer> {
+/// Where peers bind by default.
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+async fn build(forward_keyframe_requests: bool, simulcast: bool, bind: IpAddr) -> Res<Peer> {
     let mut engine = MediaEngine::default();
     engine.register_codec(RTCRtpCodecParameters { rtp_codec: h264(), payload_type: 102 }, RtpCodecKind::Video)?;
     engine.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111 }, RtpCodecKind::Audio)?;
@@ -420,7 +461,7 @@ async fn build(forward_keyframe_requests: bool, simulcast: bool) -> Res<Peer> {
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
         .with_handler(Arc::new(Handler { gathered: gathered_tx, state: state_tx, rx: rx.clone() }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .with_udp_addrs(vec![SocketAddr::new(bind, 0).to_string()])
         .build()
         .await?;
     Ok(Peer { pc: Arc::new(pc), gathered, state, rx, video: None, audio: None, simulcast: None })
@@ -486,7 +527,12 @@ impl Peer {
     /// A WHIP publisher: send-only H.264 and Opus; inbound keyframe requests reach
     /// [`Peer::keyframe_requests`].
     pub async fn publisher() -> Res<Peer> {
-        let mut peer = build(true, false).await?;
+        Peer::publisher_on(LOOPBACK).await
+    }
+
+    /// A [`Peer::publisher`] whose media socket binds to `ip`.
+    pub async fn publisher_on(ip: IpAddr) -> Res<Peer> {
+        let mut peer = build(true, false, ip).await?;
         let sendonly = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() });
         for (kind, codec, id) in [(RtpCodecKind::Video, h264(), "video"), (RtpCodecKind::Audio, opus(), "audio")] {
             let track = sample_track(kind, codec, id)?;
@@ -509,7 +555,7 @@ impl Peer {
         if rids.len() < 2 {
             return Err("simulcast needs at least two rids".into());
         }
-        let mut peer = build(true, true).await?;
+        let mut peer = build(true, true, LOOPBACK).await?;
         let sendonly = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() });
         let (video, layers) = simulcast_track(h264(), "video", rids)?;
         let transceiver = peer.pc.add_transceiver_from_track(video.clone() as Arc<dyn TrackLocal>, sendonly()).await?;
@@ -524,11 +570,31 @@ impl Peer {
 
     /// A WHEP player: receive-only video and audio.
     pub async fn player() -> Res<Peer> {
-        let peer = build(false, false).await?;
+        Peer::player_on(LOOPBACK).await
+    }
+
+    /// A [`Peer::player`] whose media socket binds to `ip`.
+    pub async fn player_on(ip: IpAddr) -> Res<Peer> {
+        let peer = build(false, false, ip).await?;
         let recvonly = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() });
         peer.pc.add_transceiver_from_kind(RtpCodecKind::Video, recvonly()).await?;
         peer.pc.add_transceiver_from_kind(RtpCodecKind::Audio, recvonly()).await?;
         Ok(peer)
+    }
+
+    /// A player for servers that offer (Janus's subscriptions): no transceivers of its own, it
+    /// receives what the server's offer holds; see [`Peer::answer`]. Its socket binds to `ip`.
+    pub async fn answering_player_on(ip: IpAddr) -> Res<Peer> {
+        build(false, false, ip).await
+    }
+
+    /// Applies the server's offer; returns the answer with every candidate gathered.
+    pub async fn answer(&mut self, offer: &str) -> Res<String> {
+        self.pc.set_remote_description(RTCSessionDescription::offer(offer.to_owned())?).await?;
+        let answer = self.pc.create_answer(None).await?;
+        self.pc.set_local_description(answer).await?;
+        tokio::time::timeout(Duration::from_secs(30), self.gathered.wait_for(|g| *g)).await??;
+        Ok(self.pc.local_description().await.ok_or("no local description")?.sdp)
     }
 
     /// The offer with every candidate gathered.
@@ -639,6 +705,14 @@ pub fn answer_candidate(answer: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        assert_eq!(dechunk(b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n").unwrap(), b"hello, world");
+        assert_eq!(dechunk(b"0\r\n\r\n").unwrap(), b"");
+        assert!(dechunk(b"a\r\nshort\r\n").is_none(), "a chunk shorter than its size");
+        assert!(dechunk(b"zz\r\n").is_none());
+    }
 
     #[test]
     fn reordering_is_not_loss_and_gaps_are() {

@@ -29,6 +29,8 @@ pub struct CpuSample {
     pub server: f64,
     /// This process's CPU seconds so far.
     pub generator: f64,
+    /// Busy CPU seconds of the whole machine so far, all cores (`/proc/stat`; `NaN` if unreadable).
+    pub machine: f64,
 }
 
 /// Reads CPU times; knows the kernel's clock tick.
@@ -60,8 +62,21 @@ impl CpuClock {
     /// The server's and this process's CPU time now.
     pub fn sample(&self, server_pid: Option<u32>) -> CpuSample {
         let seconds = |pid: &str| cpu_ticks(pid).map_or(f64::NAN, |t| t as f64 / self.ticks_per_second);
-        CpuSample { at: Instant::now(), server: server_pid.map_or(f64::NAN, |p| seconds(&p.to_string())), generator: seconds("self") }
+        CpuSample {
+            at: Instant::now(),
+            server: server_pid.map_or(f64::NAN, |p| seconds(&p.to_string())),
+            generator: seconds("self"),
+            machine: machine_busy_ticks().map_or(f64::NAN, |t| t as f64 / self.ticks_per_second),
+        }
     }
+}
+
+/// Busy ticks of all cores: user, nice, system, irq, softirq and steal of `/proc/stat`'s `cpu` line.
+fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7).copied().unwrap_or(0))
 }
 
 /// CPU use between two readings as a percentage of one core.
@@ -85,6 +100,7 @@ mod tests {
         std::hint::black_box(x);
         let b = clock.sample(Some(std::process::id()));
         assert!(b.generator > a.generator, "a busy loop uses CPU");
+        assert!(b.machine - a.machine >= (b.generator - a.generator) * 0.5, "and the machine sees it");
         assert!(b.server >= a.server);
         assert!(rss_mib(std::process::id()).is_some_and(|m| m > 1.0));
         assert!(clock.sample(None).server.is_nan());

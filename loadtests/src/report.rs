@@ -5,6 +5,7 @@
 //! Figures that could not be measured are `NaN` in memory and `null` in JSON, so the file is
 //! always valid JSON and reads back.
 
+pub mod comparison;
 mod html;
 
 use std::fs;
@@ -15,6 +16,13 @@ use serde::{Deserialize, Serialize};
 
 /// Above this share of one core the load generator, not the server, limits the figures.
 pub const GENERATOR_BOUND_CPU_PERCENT: f64 = 85.0;
+
+/// Above this much CPU (% of one core) used by the rest of the machine, a step counts as contended.
+pub const CONTENDED_CPU_PERCENT: f64 = 15.0;
+
+fn not_measured() -> f64 {
+    f64::NAN
+}
 
 /// A gap between two decoded frames longer than this counts as a freeze.
 pub const FREEZE_GAP_MS: f64 = 500.0;
@@ -79,10 +87,18 @@ pub struct ImpairmentSummary {
 pub struct StepReport {
     /// Total subscribers connected during the step.
     pub subscribers: u32,
+    /// A step the ramp added after the scenario's own.
+    #[serde(default)]
+    pub ramp: bool,
     /// The server's figures.
     pub server: ServerFigures,
     /// The load generator's own figures.
     pub generator: GeneratorFigures,
+    /// CPU the rest of the machine used during the window (other processes and kernel work not
+    /// charged to the server or the generator, e.g. softirq), % of one core: above
+    /// [`CONTENDED_CPU_PERCENT`] the figures may be disturbed.
+    #[serde(default = "not_measured", with = "float_or_null")]
+    pub others_cpu_percent: f64,
     /// One entry per subscriber.
     pub subscribers_detail: Vec<SubscriberFigures>,
     /// Aggregates over all subscribers.
@@ -117,6 +133,12 @@ impl ServerFigures {
     pub fn new(pid: Option<u32>, cpu_percent_of_core: f64, rss_mib: f64, forwarded_packets_per_s: f64, forwarded_mbit_per_s: f64) -> Self {
         let cpu_percent_per_mbit = if forwarded_mbit_per_s > 0.0 { cpu_percent_of_core / forwarded_mbit_per_s } else { f64::NAN };
         Self { pid, cpu_percent_of_core, rss_mib, forwarded_packets_per_s, forwarded_mbit_per_s, cpu_percent_per_mbit }
+    }
+
+    /// Forwarded packets per second of server CPU time: the packets-per-core figure to compare
+    /// between servers (`NaN` without a CPU figure).
+    pub fn packets_per_cpu_second(&self) -> f64 {
+        if self.cpu_percent_of_core > 0.0 { self.forwarded_packets_per_s / (self.cpu_percent_of_core / 100.0) } else { f64::NAN }
     }
 }
 
@@ -219,8 +241,104 @@ pub struct Verdict {
     /// The first step's subscriber count at which the generator was bound, if any: the figures
     /// from there on describe the generator, not the server.
     pub generator_bound_at: Option<u32>,
+    /// Where a ramp stopped and why (runs with a ramp only).
+    #[serde(default)]
+    pub ramp: Option<RampOutcome>,
     /// Human-readable reasons and remarks.
     pub notes: Vec<String>,
+}
+
+/// What stopped a ramp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Limit {
+    /// Frame loss passed the ramp's limit while the generator kept up: the server's limit.
+    FrameLoss,
+    /// The server's core was saturated.
+    ServerCpu,
+    /// The generator ran out of CPU first.
+    Generator,
+    /// The ramp's maximum was reached without any limit.
+    Ceiling,
+}
+
+/// Where a ramp stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RampOutcome {
+    /// Subscribers at the step that reached the limit.
+    pub subscribers: u32,
+    /// The limit.
+    pub limit: Limit,
+    /// The server's CPU there, % of one core.
+    #[serde(with = "float_or_null")]
+    pub server_cpu_percent_of_core: f64,
+    /// The generator's CPU there, % of one core.
+    #[serde(with = "float_or_null")]
+    pub generator_cpu_percent_of_core: f64,
+    /// Frame loss there, 0..1.
+    #[serde(with = "float_or_null")]
+    pub frame_loss: f64,
+    /// The ramp's saturation threshold for the server, % of one core.
+    #[serde(default = "default_saturation", with = "float_or_null")]
+    pub saturated_cpu_percent: f64,
+}
+
+fn default_saturation() -> f64 {
+    90.0
+}
+
+impl RampOutcome {
+    /// The outcome at `step`, with the ramp's server saturation threshold.
+    pub fn new(step: &StepReport, limit: Limit, saturated_cpu_percent: f64) -> Self {
+        Self {
+            subscribers: step.subscribers,
+            limit,
+            server_cpu_percent_of_core: step.server.cpu_percent_of_core,
+            generator_cpu_percent_of_core: step.generator.cpu_percent_of_core,
+            frame_loss: step.totals.frame_loss,
+            saturated_cpu_percent,
+        }
+    }
+
+    /// Which side limited the ramp: `server`, `generator`, or `none`. Frame loss with neither
+    /// core at its limit is put on the side nearer its own (server: the saturation threshold;
+    /// generator: [`GENERATOR_BOUND_CPU_PERCENT`]).
+    pub fn limited_by(&self) -> &'static str {
+        match self.limit {
+            Limit::FrameLoss if self.generator_nearer() => "generator",
+            Limit::FrameLoss | Limit::ServerCpu => "server",
+            Limit::Generator => "generator",
+            Limit::Ceiling => "none",
+        }
+    }
+
+    fn generator_nearer(&self) -> bool {
+        self.generator_cpu_percent_of_core / GENERATOR_BOUND_CPU_PERCENT > self.server_cpu_percent_of_core / self.saturated_cpu_percent
+    }
+
+    /// One sentence for people.
+    pub fn describe(&self) -> String {
+        let (n, cpu, generator, loss) =
+            (self.subscribers, self.server_cpu_percent_of_core, self.generator_cpu_percent_of_core, self.frame_loss * 100.0);
+        match self.limit {
+            Limit::FrameLoss => format!(
+                "frame loss {loss:.2} % at {n} subscribers, server at {cpu:.1} % of its core, generator at {generator:.1} % (below its \
+                 bound): the {} was the limit{}",
+                self.limited_by(),
+                if self.generator_nearer() { " (nearer its bound than the server to saturation)" } else { "" }
+            ),
+            Limit::ServerCpu => {
+                format!("server core saturated ({cpu:.1} %) at {n} subscribers, frame loss {loss:.2} %: the server was the limit")
+            }
+            Limit::Generator => format!(
+                "generator-bound ({generator:.1} % of a core) at {n} subscribers, server at {cpu:.1} %, frame loss {loss:.2} %: the generator was the limit"
+            ),
+            Limit::Ceiling => {
+                format!("no limit up to the ramp's maximum of {n} subscribers (server at {cpu:.1} %, frame loss {loss:.2} %)")
+            }
+        }
+    }
 }
 
 /// Why [`Report::write`] failed.
@@ -424,6 +542,8 @@ pub(crate) mod tests {
         let mbit = f64::from(subscribers) * 0.98;
         StepReport {
             subscribers,
+            ramp: false,
+            others_cpu_percent: 2.0,
             server: ServerFigures::new(
                 Some(4242),
                 3.0 + f64::from(subscribers) * 0.6,
@@ -454,7 +574,12 @@ pub(crate) mod tests {
                 impairment: Some(ImpairmentSummary { loss: 0.02, delay_ms: 40, jitter_ms: 10, cap_kbps: Some(2000), seed: 7 }),
             },
             steps: vec![step(10, 12.0), step(25, 30.5), step(50, 61.0), step(100, 92.5)],
-            verdict: Verdict { ok: true, generator_bound_at: Some(100), notes: vec!["latency p99 stayed under 150 ms".to_owned()] },
+            verdict: Verdict {
+                ok: true,
+                generator_bound_at: Some(100),
+                ramp: None,
+                notes: vec!["latency p99 stayed under 150 ms".to_owned()],
+            },
         }
     }
 
@@ -491,12 +616,14 @@ pub(crate) mod tests {
             },
             steps: vec![StepReport {
                 subscribers: 1,
+                ramp: false,
+                others_cpu_percent: f64::NAN,
                 server: ServerFigures::new(None, f64::NAN, f64::NAN, 0.0, 0.0),
                 generator: GeneratorFigures::new(f64::NAN),
                 totals: summarize_step(&detail, &mut []),
                 subscribers_detail: detail,
             }],
-            verdict: Verdict { ok: false, generator_bound_at: None, notes: vec!["no subscriber received a frame".to_owned()] },
+            verdict: Verdict { ok: false, generator_bound_at: None, ramp: None, notes: vec!["no subscriber received a frame".to_owned()] },
         }
     }
 

@@ -9,10 +9,16 @@
 //! forwarded packets and bytes counted at the subscribers) and for the generator itself (its own
 //! CPU: above 85 % of a core the step is generator-bound, and the report says so instead of
 //! blaming the server).
+//!
+//! The same scenario runs against Tongxin (WHIP/WHEP with join tokens) or Janus (its VideoRoom
+//! over the JSON API, [`crate::janus`]): only the signalling differs, media and measurement are
+//! the same. With a [`Ramp`](crate::scenario::RampSpec), steps of subscribers are added after the
+//! scenario's own until frame loss passes its limit, the server's core saturates or the generator
+//! runs out of CPU, and the report says which.
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,12 +27,14 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole, TokenKey};
 
+use crate::janus;
 use crate::media::{self, EncodedVideo, OPUS_FRAME_DURATION, VideoSpec};
 use crate::participant::{self, Peer, Res, Rx};
 use crate::probe::{self, CpuClock};
 use crate::relay::{Relay, RelayConfig, Schedule};
 use crate::report::{
-    self, GeneratorFigures, ImpairmentSummary, Report, ScenarioSummary, ServerFigures, StepReport, SubscriberFigures, Verdict,
+    self, GeneratorFigures, ImpairmentSummary, Limit, RampOutcome, Report, ScenarioSummary, ServerFigures, StepReport, SubscriberFigures,
+    Verdict,
 };
 use crate::scenario::Scenario;
 
@@ -38,15 +46,30 @@ const CLIP_SECONDS: u32 = 10;
 /// receive buffer holds a frame up to 1 s, and a retransmission takes a round trip.
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// How participants reach the server's media.
+#[derive(Clone)]
+pub enum Signalling {
+    /// Tongxin: WHIP publishers and WHEP players, with join tokens minted with the server's key.
+    WhipWhep {
+        /// The server's join-token key.
+        token_key: TokenKey,
+    },
+    /// Janus's VideoRoom over its HTTP JSON API, scenario room `r` in room
+    /// [`janus::FIRST_ROOM`]` + r` of [`janus::config_files`].
+    Janus,
+}
+
 /// Where and how to run.
 #[derive(Clone)]
 pub struct Target {
-    /// The server's HTTP address (loopback).
+    /// The server's HTTP address (loopback, or in a namespace of [`crate::netns`]).
     pub http: SocketAddr,
     /// The server's process, for CPU and RSS (none: those figures are left empty).
     pub server_pid: Option<u32>,
-    /// The server's join-token key, to mint every participant's token.
-    pub token_key: TokenKey,
+    /// How participants signal.
+    pub signalling: Signalling,
+    /// The address participants' media sockets bind to (one the server can reach).
+    pub local_ip: IpAddr,
     /// Where encoded media is cached.
     pub cache_dir: PathBuf,
     /// Show a progress line on stderr.
@@ -76,12 +99,32 @@ struct Layer {
     clip: EncodedVideo,
 }
 
+/// A participant's signalling session, ended when the run ends.
+enum Session {
+    /// A WHIP or WHEP resource.
+    Http { location: String, token: String },
+    /// A Janus session (its long poll and keepalives run until it is destroyed).
+    Janus(janus::Session),
+}
+
+impl Session {
+    async fn end(self, http: SocketAddr) {
+        match self {
+            Session::Http { location, token } => {
+                let _ = participant::delete(http, &location, &token).await;
+            }
+            Session::Janus(session) => session.destroy().await,
+        }
+    }
+}
+
 struct Publisher {
     peer: Arc<Peer>,
     /// Send time of each counter value.
     sent: Arc<Mutex<Vec<Instant>>>,
-    location: String,
-    token: String,
+    session: Session,
+    /// Janus's id of this publisher's feed (what subscribers ask for).
+    feed: Option<u64>,
 }
 
 struct Subscriber {
@@ -89,8 +132,7 @@ struct Subscriber {
     room: usize,
     started: Instant,
     peer: Option<Peer>,
-    location: Option<String>,
-    token: String,
+    session: Option<Session>,
     error: Option<String>,
 }
 
@@ -108,15 +150,29 @@ fn mint(key: &TokenKey, room: &RoomName, identity: &str, publish: bool) -> Res<S
     Ok(key.mint(&grant, SystemTime::now(), Duration::from_secs(6 * 3600))?)
 }
 
-async fn start_publisher(target: &Target, room: &RoomName, n: u32, video: &[Layer]) -> Res<Publisher> {
-    let token = mint(&target.token_key, room, &format!("publisher-{n}"), true)?;
+async fn start_publisher(target: &Target, room: &RoomName, room_index: usize, n: u32, video: &[Layer]) -> Res<Publisher> {
     let rids: Vec<&str> = video.iter().filter_map(|l| l.rid).collect();
-    let mut peer = if rids.is_empty() { Peer::publisher().await? } else { Peer::simulcast_publisher(&rids).await? };
-    let offer = peer.offer().await?;
-    let (location, answer) = participant::post_offer(target.http, &format!("/whip/{room}"), &token, &offer).await?;
-    peer.accept_answer(&answer).await?;
-    peer.wait_connected().await?;
-    Ok(Publisher { peer: Arc::new(peer), sent: Arc::default(), location, token })
+    let mut peer = match (&target.signalling, rids.is_empty()) {
+        (_, true) => Peer::publisher_on(target.local_ip).await?,
+        (Signalling::WhipWhep { .. }, false) if target.local_ip.is_loopback() => Peer::simulcast_publisher(&rids).await?,
+        _ => return Err("simulcast runs only against Tongxin on loopback".into()),
+    };
+    let (session, feed) = match &target.signalling {
+        Signalling::WhipWhep { token_key } => {
+            let token = mint(token_key, room, &format!("publisher-{n}"), true)?;
+            let offer = peer.offer().await?;
+            let (location, answer) = participant::post_offer(target.http, &format!("/whip/{room}"), &token, &offer).await?;
+            peer.accept_answer(&answer).await?;
+            peer.wait_connected().await?;
+            (Session::Http { location, token }, None)
+        }
+        Signalling::Janus => {
+            let (session, feed) =
+                janus::publish(target.http, janus::FIRST_ROOM + room_index as u64, &format!("publisher-{n}"), &mut peer).await?;
+            (Session::Janus(session), Some(feed))
+        }
+    };
+    Ok(Publisher { peer: Arc::new(peer), sent: Arc::default(), session, feed })
 }
 
 /// Sends the clip (every layer's, in step) in a loop with counters, the same counter in every
@@ -175,22 +231,40 @@ fn spawn_senders(p: &Publisher, video: Arc<Vec<Layer>>, audio: Arc<Vec<Bytes>>, 
     });
 }
 
-async fn start_subscriber(target: &Target, room: &RoomName, room_index: usize, index: u32, relay: Option<SocketAddr>) -> Subscriber {
+async fn start_subscriber(
+    target: &Target,
+    room: &RoomName,
+    room_index: usize,
+    index: u32,
+    relay: Option<SocketAddr>,
+    feed: Option<u64>,
+) -> Subscriber {
     let started = Instant::now();
-    let token = mint(&target.token_key, room, &format!("subscriber-{index}"), false).unwrap_or_default();
-    let mut sub = Subscriber { index, room: room_index, started, peer: None, location: None, token: token.clone(), error: None };
+    let mut sub = Subscriber { index, room: room_index, started, peer: None, session: None, error: None };
     let result: Res<Peer> = async {
-        let mut peer = Peer::player().await?;
-        let offer = peer.offer().await?;
-        let (location, answer) = participant::post_offer(target.http, &format!("/whep/{room}"), &token, &offer).await?;
-        sub.location = Some(location);
-        let answer = match (relay, participant::answer_candidate(&answer)) {
-            (Some(relay), Some(server)) => participant::rewrite_candidate(&answer, server, relay),
-            _ => answer,
-        };
-        peer.accept_answer(&answer).await?;
-        peer.wait_connected().await?;
-        Ok(peer)
+        match &target.signalling {
+            Signalling::WhipWhep { token_key } => {
+                let token = mint(token_key, room, &format!("subscriber-{index}"), false)?;
+                let mut peer = Peer::player_on(target.local_ip).await?;
+                let offer = peer.offer().await?;
+                let (location, answer) = participant::post_offer(target.http, &format!("/whep/{room}"), &token, &offer).await?;
+                sub.session = Some(Session::Http { location, token });
+                let answer = match (relay, participant::answer_candidate(&answer)) {
+                    (Some(relay), Some(server)) => participant::rewrite_candidate(&answer, server, relay),
+                    _ => answer,
+                };
+                peer.accept_answer(&answer).await?;
+                peer.wait_connected().await?;
+                Ok(peer)
+            }
+            Signalling::Janus => {
+                let mut peer = Peer::answering_player_on(target.local_ip).await?;
+                let feed = feed.ok_or("the room's publisher has no Janus feed")?;
+                let session = janus::subscribe(target.http, janus::FIRST_ROOM + room_index as u64, feed, &mut peer).await?;
+                sub.session = Some(Session::Janus(session));
+                Ok(peer)
+            }
+        }
     }
     .await;
     match result {
@@ -334,6 +408,9 @@ fn progress(on: bool, text: &str) {
 /// Runs `scenario` against `target`.
 pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
     scenario.validate()?;
+    if matches!(target.signalling, Signalling::Janus) && scenario.link.is_some() {
+        return Err("link impairments (the relay) run only against Tongxin".into());
+    }
     let started_at = SystemTime::now();
     let show = target.progress && std::io::stderr().is_terminal();
     progress(show, "encoding media (cached after the first run)…");
@@ -372,7 +449,7 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
         progress(show, &format!("starting publishers in {room}"));
         let mut list = Vec::new();
         for n in 0..scenario.publishers_per_room {
-            let p = start_publisher(target, room, n, &video).await.map_err(|e| format!("publisher {n} of room {r}: {e}"))?;
+            let p = start_publisher(target, room, r, n, &video).await.map_err(|e| format!("publisher {n} of room {r}: {e}"))?;
             spawn_senders(&p, video.clone(), audio.clone(), stop.clone());
             list.push(p);
         }
@@ -399,16 +476,23 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
     let mut counted = Vec::new();
     let pause = Duration::from_secs_f64(1.0 / scenario.join_rate);
     let cpu = CpuClock::new();
-    for (step_index, &per_room) in scenario.subscribers.iter().enumerate() {
+    // Steps per room: the scenario's, then the ramp's while no limit was reached.
+    let mut counts = scenario.subscribers.clone();
+    let mut ramp_outcome: Option<RampOutcome> = None;
+    let mut contended = Vec::new();
+    let mut step_index = 0;
+    while let Some(&per_room) = counts.get(step_index) {
+        let steps_planned = if scenario.ramp.is_some() { "ramp".to_owned() } else { counts.len().to_string() };
         // Join up to the step's count, room by room in turn, at the join rate.
         let mut joining = Vec::new();
         for k in subscribers.len() as u32 / scenario.rooms..per_room {
             for (r, room) in rooms.iter().enumerate() {
                 let index = k * scenario.rooms + r as u32;
-                progress(show, &format!("step {}/{}: subscriber {} joining", step_index + 1, scenario.subscribers.len(), index + 1));
+                progress(show, &format!("step {}/{steps_planned}: subscriber {} joining", step_index + 1, index + 1));
                 let (target, room) = (target.clone(), room.clone());
                 let via = relay.as_ref().map(Relay::local_addr);
-                joining.push(tokio::spawn(async move { start_subscriber(&target, &room, r, index, via).await }));
+                let feed = publishers[r][0].feed;
+                joining.push(tokio::spawn(async move { start_subscriber(&target, &room, r, index, via, feed).await }));
                 tokio::time::sleep(pause).await;
             }
         }
@@ -428,9 +512,8 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
             progress(
                 show,
                 &format!(
-                    "step {}/{}: {} subscribers, measuring {}/{} s",
+                    "step {}/{steps_planned}: {} subscribers, measuring {}/{} s",
                     step_index + 1,
-                    scenario.subscribers.len(),
                     subscribers.len(),
                     w0.elapsed().as_secs(),
                     scenario.seconds
@@ -473,19 +556,52 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
         let generator =
             GeneratorFigures { bound: generator_cpu > report::GENERATOR_BOUND_CPU_PERCENT * cores, ..GeneratorFigures::new(generator_cpu) };
         let totals = report::summarize_step(&detail, &mut all_latency);
-        steps.push(StepReport { subscribers: subscribers.len() as u32, server, generator, subscribers_detail: detail, totals });
+        let machine_cpu = probe::cpu_percent(c0.machine, c1.machine, secs);
+        let others_cpu_percent = machine_cpu - generator_cpu - server.cpu_percent_of_core;
+        if others_cpu_percent > report::CONTENDED_CPU_PERCENT {
+            contended.push(subscribers.len() as u32);
+        }
+        let step = StepReport {
+            subscribers: subscribers.len() as u32,
+            ramp: step_index >= scenario.subscribers.len(),
+            others_cpu_percent,
+            server,
+            generator,
+            subscribers_detail: detail,
+            totals,
+        };
+        if let Some(ramp) = &scenario.ramp {
+            if ramp_outcome.is_none()
+                && let Some(limit) = ramp.limit(&step)
+            {
+                ramp_outcome = Some(RampOutcome::new(&step, limit, ramp.saturated_cpu_percent));
+            }
+            // After the scenario's own steps, one more step while no limit is reached.
+            let next = per_room + ramp.step;
+            if step_index + 1 == counts.len() && ramp_outcome.is_none() {
+                if next <= ramp.max {
+                    counts.push(next);
+                } else {
+                    ramp_outcome = Some(RampOutcome::new(&step, Limit::Ceiling, ramp.saturated_cpu_percent));
+                }
+            }
+        }
+        steps.push(step);
         counted.push(step_counted);
+        step_index += 1;
     }
     progress(show, "stopping\n");
     stop.store(true, Ordering::Relaxed);
-    for sub in &subscribers {
-        if let (Some(location), Some(peer)) = (&sub.location, &sub.peer) {
-            let _ = participant::delete(target.http, location, &sub.token).await;
+    for sub in subscribers.iter_mut() {
+        if let Some(session) = sub.session.take() {
+            session.end(target.http).await;
+        }
+        if let Some(peer) = &sub.peer {
             peer.close().await;
         }
     }
-    for p in publishers.iter().flatten() {
-        let _ = participant::delete(target.http, &p.location, &p.token).await;
+    for p in publishers.into_iter().flatten() {
+        p.session.end(target.http).await;
         p.peer.close().await;
     }
     if let Some(relay) = relay {
@@ -499,6 +615,15 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
     }
     if let Some(n) = generator_bound_at {
         notes.push(format!("generator-bound at {n} subscribers: figures from there on measure the generator, not the server"));
+    }
+    if let Some(r) = &ramp_outcome {
+        notes.push(format!("ramp: {}", r.describe()));
+    }
+    if !contended.is_empty() {
+        notes.push(format!(
+            "contended at {contended:?} subscribers: the rest of the machine used more than {:.0} % of a core",
+            report::CONTENDED_CPU_PERCENT
+        ));
     }
     let report = Report {
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -521,15 +646,18 @@ pub async fn run(scenario: &Scenario, target: &Target) -> Res<Outcome> {
             }),
         },
         steps,
-        verdict: Verdict { ok: errors == 0, generator_bound_at, notes },
+        verdict: Verdict { ok: errors == 0, generator_bound_at, ramp: ramp_outcome, notes },
     };
     Ok(Outcome { report, counted })
 }
 
 /// The server's media address, from a throwaway WHEP answer in `room` (its publisher is up).
 async fn media_candidate(target: &Target, room: &RoomName) -> Res<SocketAddr> {
-    let token = mint(&target.token_key, room, "probe", false)?;
-    let mut peer = Peer::player().await?;
+    let Signalling::WhipWhep { token_key } = &target.signalling else {
+        return Err("a relay needs WHEP".into());
+    };
+    let token = mint(token_key, room, "probe", false)?;
+    let mut peer = Peer::player_on(target.local_ip).await?;
     let offer = peer.offer().await?;
     let (location, answer) = participant::post_offer(target.http, &format!("/whep/{room}"), &token, &offer).await?;
     let _ = participant::delete(target.http, &location, &token).await;

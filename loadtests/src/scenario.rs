@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::relay::Impairment;
+use crate::report::{Limit, StepReport};
 
 /// A load scenario. Every field has a default, so `name = "smoke"` alone is a scenario.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -36,6 +37,46 @@ pub struct Scenario {
     pub join_rate: f64,
     /// Every subscriber's link, through the seeded relay; none for a clean loopback.
     pub link: Option<LinkSpec>,
+    /// After the steps of `subscribers`, add steps until a limit is reached.
+    pub ramp: Option<RampSpec>,
+}
+
+/// A ramp after the fixed steps: `step` more subscribers per room at a time, up to `max`, until
+/// frame loss passes `max_frame_loss`, the server uses `saturated_cpu_percent` of a core, or
+/// the generator is bound.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RampSpec {
+    /// Subscribers per room added at each ramp step.
+    pub step: u32,
+    /// Subscribers per room at most.
+    pub max: u32,
+    /// Frame loss (0–1) above which the ramp stops.
+    pub max_frame_loss: f64,
+    /// Server CPU, % of one core, at which its core counts as saturated.
+    pub saturated_cpu_percent: f64,
+}
+
+impl Default for RampSpec {
+    fn default() -> Self {
+        RampSpec { step: 50, max: 400, max_frame_loss: 0.01, saturated_cpu_percent: 90.0 }
+    }
+}
+
+impl RampSpec {
+    /// The limit `step` reached, if any. The generator comes first: once it is bound the other
+    /// figures describe it, not the server.
+    pub fn limit(&self, step: &StepReport) -> Option<Limit> {
+        if step.generator.bound {
+            Some(Limit::Generator)
+        } else if step.server.cpu_percent_of_core >= self.saturated_cpu_percent {
+            Some(Limit::ServerCpu)
+        } else if step.totals.frame_loss > self.max_frame_loss {
+            Some(Limit::FrameLoss)
+        } else {
+            None
+        }
+    }
 }
 
 /// A subscriber's emulated link (both directions).
@@ -99,6 +140,7 @@ impl Default for Scenario {
             settle_seconds: 3,
             join_rate: 10.0,
             link: None,
+            ramp: None,
         }
     }
 }
@@ -120,14 +162,28 @@ impl Scenario {
         if !(1..=4).contains(&self.publishers_per_room) {
             return bad("publishers_per_room", "1 to 4");
         }
-        if self.subscribers.is_empty() || self.subscribers.iter().any(|n| !(1..=200).contains(n)) {
-            return bad("subscribers", "one or more steps of 1 to 200 per room");
+        if self.subscribers.is_empty() || self.subscribers.iter().any(|n| !(1..=400).contains(n)) {
+            return bad("subscribers", "one or more steps of 1 to 400 per room");
         }
         if self.subscribers.windows(2).any(|w| w[1] < w[0]) {
             return bad("subscribers", "steps must not fall (a ramp)");
         }
         if self.rooms * self.subscribers.last().copied().unwrap_or(0) > 400 {
             return bad("subscribers", "at most 400 subscribers in all rooms");
+        }
+        if let Some(ramp) = &self.ramp {
+            if ramp.step == 0 {
+                return bad("ramp", "step: at least 1");
+            }
+            if ramp.max * self.rooms > 400 {
+                return bad("ramp", "max: at most 400 subscribers in all rooms");
+            }
+            if !(ramp.max_frame_loss > 0.0 && ramp.max_frame_loss < 1.0) {
+                return bad("ramp", "max_frame_loss: between 0 and 1");
+            }
+            if !(ramp.saturated_cpu_percent > 0.0 && ramp.saturated_cpu_percent <= 100.0) {
+                return bad("ramp", "saturated_cpu_percent: above 0, at most 100");
+            }
         }
         if !(50..=5000).contains(&self.video_kbps) {
             return bad("video_kbps", "50 to 5000");
@@ -162,6 +218,28 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::RampOutcome;
+    use crate::report::tests::four_step_report;
+
+    #[test]
+    fn the_ramp_names_the_generator_first_then_a_saturated_core_then_loss() {
+        let ramp = RampSpec::default();
+        let mut steps = four_step_report().steps;
+        assert_eq!(ramp.limit(&steps[0]), None, "9 % CPU, 0.04 % loss, generator at 12 %");
+        assert_eq!(ramp.limit(&steps[3]), Some(Limit::Generator));
+        steps[3].server.cpu_percent_of_core = 99.0;
+        assert_eq!(ramp.limit(&steps[3]), Some(Limit::Generator), "a bound generator explains the rest");
+        steps[1].server.cpu_percent_of_core = 95.0;
+        assert_eq!(ramp.limit(&steps[1]), Some(Limit::ServerCpu));
+        steps[2].totals.frame_loss = 0.02;
+        assert_eq!(ramp.limit(&steps[2]), Some(Limit::FrameLoss));
+        let outcome = RampOutcome::new(&steps[2], Limit::FrameLoss, 90.0);
+        assert_eq!((outcome.subscribers, outcome.limited_by()), (50, "generator"), "generator 61 % of 85 beats server 33 % of 90");
+        assert!(outcome.describe().starts_with("frame loss 2.00 % at 50 subscribers"), "{}", outcome.describe());
+        steps[2].server.cpu_percent_of_core = 80.0;
+        assert_eq!(RampOutcome::new(&steps[2], Limit::FrameLoss, 90.0).limited_by(), "server");
+        assert_eq!(RampOutcome::new(&steps[3], Limit::Generator, 90.0).limited_by(), "generator");
+    }
 
     #[test]
     fn toml_scenarios_parse_and_bad_ones_name_the_field() {
@@ -184,5 +262,9 @@ mod tests {
             assert!(e.starts_with(field), "{text}: {e}");
         }
         assert!(Scenario::from_toml("colour = 1").unwrap_err().contains("unknown field"));
+        let ramp = Scenario::from_toml("[ramp]\nstep = 25").unwrap().ramp.unwrap();
+        assert_eq!((ramp.step, ramp.max, ramp.max_frame_loss), (25, 400, 0.01));
+        assert!(Scenario::from_toml("rooms = 2\n[ramp]\nmax = 300").unwrap_err().starts_with("ramp"));
+        assert!(Scenario::from_toml("[ramp]\nstep = 0").unwrap_err().starts_with("ramp"));
     }
 }

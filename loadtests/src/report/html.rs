@@ -21,13 +21,13 @@ const PLOT_SIZE: (u32, u32) = (640, 400);
 const LABEL_FONT: (&str, u32) = ("sans-serif", 22);
 
 // Okabe–Ito colours: distinguishable with colour-vision deficiencies and in greyscale print.
-const BLUE: RGBColor = RGBColor(0x00, 0x72, 0xB2);
-const ORANGE: RGBColor = RGBColor(0xE6, 0x9F, 0x00);
-const VERMILION: RGBColor = RGBColor(0xD5, 0x5E, 0x00);
-const GREEN: RGBColor = RGBColor(0x00, 0x9E, 0x73);
-const GREY: RGBColor = RGBColor(0x99, 0x99, 0x99);
+pub(super) const BLUE: RGBColor = RGBColor(0x00, 0x72, 0xB2);
+pub(super) const ORANGE: RGBColor = RGBColor(0xE6, 0x9F, 0x00);
+pub(super) const VERMILION: RGBColor = RGBColor(0xD5, 0x5E, 0x00);
+pub(super) const GREEN: RGBColor = RGBColor(0x00, 0x9E, 0x73);
+pub(super) const GREY: RGBColor = RGBColor(0x99, 0x99, 0x99);
 
-const STYLE: &str = "\
+pub(super) const STYLE: &str = "\
 :root{color-scheme:light}
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:62rem;padding:1rem;line-height:1.45;color:#1a1a1a;background:#fff}
 h1{font-size:1.5rem;margin:.2rem 0 .6rem}
@@ -189,9 +189,9 @@ fn plots(out: &mut String, steps: &[StepReport]) {
         Some(line_plot(
             "% of one core",
             &[
-                Series { label: "server", color: BLUE, points: server, markers: true },
-                Series { label: "load generator", color: ORANGE, points: generator, markers: true },
-                Series { label: "generator-bound above", color: GREY, points: threshold, markers: false },
+                Series { label: "server".to_owned(), color: BLUE, points: server, markers: true },
+                Series { label: "load generator".to_owned(), color: ORANGE, points: generator, markers: true },
+                Series { label: "generator-bound above".to_owned(), color: GREY, points: threshold, markers: false },
             ],
         ))
     };
@@ -199,16 +199,16 @@ fn plots(out: &mut String, steps: &[StepReport]) {
 
     let latency = |pick: fn(&Percentiles) -> Option<f64>| points(&|s| pick(&s.totals.latency_ms));
     let series = [
-        Series { label: "p50", color: GREEN, points: latency(|p| p.p50), markers: true },
-        Series { label: "p90", color: BLUE, points: latency(|p| p.p90), markers: true },
-        Series { label: "p99", color: VERMILION, points: latency(|p| p.p99), markers: true },
+        Series { label: "p50".to_owned(), color: GREEN, points: latency(|p| p.p50), markers: true },
+        Series { label: "p90".to_owned(), color: BLUE, points: latency(|p| p.p90), markers: true },
+        Series { label: "p99".to_owned(), color: VERMILION, points: latency(|p| p.p99), markers: true },
     ];
     let latency_plot = series.iter().any(|s| !s.points.is_empty()).then(|| line_plot("latency, ms", &series));
     figure(out, "Frame latency vs subscribers", latency_plot);
 
     let loss = points(&|s| finite(s.totals.frame_loss * 100.0));
     let loss_plot = (!loss.is_empty())
-        .then(|| line_plot("frame loss, %", &[Series { label: "frame loss", color: VERMILION, points: loss, markers: true }]));
+        .then(|| line_plot("frame loss, %", &[Series { label: "frame loss".to_owned(), color: VERMILION, points: loss, markers: true }]));
     figure(out, "Frame loss vs subscribers", loss_plot);
 
     let join: Vec<f64> = steps.iter().flat_map(|s| &s.subscribers_detail).filter_map(|d| d.join_ms).filter(|v| v.is_finite()).collect();
@@ -219,7 +219,7 @@ fn plots(out: &mut String, steps: &[StepReport]) {
 }
 
 /// A plot with its heading, or a "no data" note instead of an empty or broken plot.
-fn figure(out: &mut String, title: &str, svg: Option<Result<String, String>>) {
+pub(super) fn figure(out: &mut String, title: &str, svg: Option<Result<String, String>>) {
     let _ = writeln!(out, "<figure>\n<h3>{}</h3>", escape(title));
     match svg {
         Some(Ok(svg)) => out.push_str(&svg),
@@ -231,12 +231,12 @@ fn figure(out: &mut String, title: &str, svg: Option<Result<String, String>>) {
     out.push_str("</figure>\n");
 }
 
-struct Series {
-    label: &'static str,
-    color: RGBColor,
-    points: Vec<(f64, f64)>,
+pub(super) struct Series {
+    pub(super) label: String,
+    pub(super) color: RGBColor,
+    pub(super) points: Vec<(f64, f64)>,
     /// Draws a dot at each point, so a single step still shows.
-    markers: bool,
+    pub(super) markers: bool,
 }
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
@@ -258,7 +258,7 @@ fn axis_end(max: f64) -> f64 {
 }
 
 /// Lines over subscribers on the x axis, both axes from 0.
-fn line_plot(y_desc: &str, series: &[Series]) -> Result<String, String> {
+pub(super) fn line_plot(y_desc: &str, series: &[Series]) -> Result<String, String> {
     let all = || series.iter().flat_map(|s| &s.points);
     let x_end = axis_end(all().map(|p| p.0).fold(0.0, f64::max));
     let y_end = axis_end(all().map(|p| p.1).fold(0.0, f64::max));
@@ -281,7 +281,7 @@ fn line_plot(y_desc: &str, series: &[Series]) -> Result<String, String> {
             let line_width = if s.markers { 2 } else { 1 };
             chart
                 .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(line_width)))?
-                .label(s.label)
+                .label(s.label.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             if s.markers {
                 chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
@@ -390,7 +390,7 @@ fn last_step_subscribers(out: &mut String, step: Option<&StepReport>) {
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -406,16 +406,16 @@ fn escape(text: &str) -> String {
 }
 
 /// `value` with `decimals` digits, or a dash when it was not measured.
-fn number(value: f64, decimals: usize) -> String {
+pub(super) fn number(value: f64, decimals: usize) -> String {
     if value.is_finite() { format!("{value:.decimals$}") } else { "—".to_owned() }
 }
 
-fn optional(value: Option<f64>, decimals: usize) -> String {
+pub(super) fn optional(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "—".to_owned(), |v| number(v, decimals))
 }
 
 /// A 0..1 ratio as a percentage.
-fn percent(ratio: f64, decimals: usize) -> String {
+pub(super) fn percent(ratio: f64, decimals: usize) -> String {
     if ratio.is_finite() { format!("{:.decimals$} %", ratio * 100.0) } else { "—".to_owned() }
 }
 
@@ -426,7 +426,7 @@ fn short_number(v: f64) -> String {
 }
 
 /// `unix_ms` as `YYYY-MM-DD hh:mm:ss UTC` (proleptic Gregorian, Howard Hinnant's civil_from_days).
-fn utc_datetime(unix_ms: i64) -> String {
+pub(super) fn utc_datetime(unix_ms: i64) -> String {
     let secs = unix_ms.div_euclid(1000);
     let (days, second_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;

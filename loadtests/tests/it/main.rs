@@ -119,6 +119,9 @@ mod run;
 mod serial {
     use super::*;
 
+    /// Janus under the generator, in a namespace (root; CI installs Janus, skips elsewhere).
+    mod janus;
+
     #[tokio::test]
     async fn the_cap_holds_the_delivered_rate() {
         let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();

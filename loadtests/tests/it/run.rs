@@ -4,16 +4,19 @@
 
 use tongxin_common::Clock;
 use tongxin_loadtests::media::VideoSpec;
-use tongxin_loadtests::run::{Outcome, Target, run};
+use tongxin_loadtests::run::{Outcome, Signalling, Target, run};
 use tongxin_loadtests::scenario::{LinkSpec, Scenario};
 use tongxin_web::config::Config;
 use tongxin_web::state::AppState;
 
-/// Starts `tongxin serve` as the binary builds it (SQLite, media server on loopback), runs the
-/// scenario against it and stops it.
+/// Starts `tongxin serve` as the binary builds it (SQLite, media server on loopback), without
+/// renditions, runs the scenario against it and stops it. A subscriber whose link does not carry
+/// the publisher's one layer would get the transcoder's 180p, whose frames carry no counters:
+/// the instrument's own checks measure forwarding only (renditions have `sfu` serial::transcode).
 async fn run_against_server(scenario: Scenario) -> Outcome {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
+    config.transcode.enabled = false;
     config.storage.data_dir = data_dir.path().to_owned();
     config.media.listen = "127.0.0.1:0".parse().unwrap();
     let state = AppState::open(config, Clock::system()).await.expect("open the server state");
@@ -26,7 +29,8 @@ async fn run_against_server(scenario: Scenario) -> Outcome {
         http,
         // The server shares this process: its CPU would include the generator's, so none is reported.
         server_pid: None,
-        token_key,
+        signalling: Signalling::WhipWhep { token_key },
+        local_ip: http.ip(),
         cache_dir: std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("media-cache"),
         progress: false,
     };
@@ -96,9 +100,11 @@ mod serial {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_300_kbit_cap_holds_the_received_rate_under_it() {
         let link = LinkSpec { cap_kbps: Some(300), ..LinkSpec::default() };
+        // The server sheds the 800 kbit/s video the capped link cannot carry (audio goes on), or
+        // is still sending it into the cap: either way the rate stays under it.
         let outcome = run_against_server(Scenario { link: Some(link), video_kbps: 800, ..small("capped", 2, 10) }).await;
         for s in &outcome.report.steps[0].subscribers_detail {
-            assert!(s.received_kbps > 100.0, "something got through: {s:?}");
+            assert!(s.received_kbps > 30.0, "something got through: {s:?}");
             assert!(s.received_kbps <= 303.0, "under the 300 kbit/s cap: {s:?}");
             assert!(s.frame_loss > 0.2, "an 800 kbit/s stream cannot fit: {s:?}");
             assert!(s.freezes >= 1, "and the viewer sees it freeze: {s:?}");
