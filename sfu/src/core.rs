@@ -7,18 +7,20 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Reason, Rtc, RtcConfig};
 use tongxin_common::rooms::{Audience, RoomEvent};
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
 
+use crate::renditions::{JobId, LayerKey, TranscodeConfig, TranscodeOp};
 use crate::rooms::{Participant, ParticipantKind, Signal};
 use crate::sdp::{self, first_line, usable_media};
 use crate::signal::TrackId;
@@ -74,6 +76,8 @@ pub struct SfuConfig {
     pub max_participants: usize,
     /// The most rooms the server runs at once.
     pub max_rooms: usize,
+    /// When the transcoder makes renditions of single-layer tracks.
+    pub transcode: TranscodeConfig,
 }
 
 impl Default for SfuConfig {
@@ -91,6 +95,7 @@ impl Default for SfuConfig {
             empty_room_timeout: Duration::from_secs(60),
             max_participants: 100,
             max_rooms: 200,
+            transcode: TranscodeConfig::default(),
         }
     }
 }
@@ -166,6 +171,27 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
+/// One packet of a track on its way to subscribers: a publisher's, or a rendition's.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) from: PeerId,
+    pub(crate) track: Option<TrackId>,
+    pub(crate) kind: MediaKind,
+    /// The publisher's payload type parameters (a subscriber's own are matched to them).
+    pub(crate) params: PayloadParams,
+    /// Its layer, and every layer of its track.
+    pub(crate) layer: LayerKey,
+    pub(crate) layers: &'a [LayerKey],
+    /// The layer's own sequence number (extended) and RTP timestamp.
+    pub(crate) seq: u64,
+    pub(crate) ts: u32,
+    pub(crate) marker: bool,
+    pub(crate) payload: Arc<[u8]>,
+    /// Whether it begins a keyframe.
+    pub(crate) keyframe: bool,
+    pub(crate) ext: ExtensionValues,
+    pub(crate) wallclock: Instant,
+}
+
 /// A publisher's incoming track.
 #[derive(Debug)]
 pub(crate) struct TrackIn {
@@ -183,6 +209,14 @@ pub(crate) struct TrackIn {
     pending_keyframe_request: HashMap<Option<Rid>, KeyframeRequestKind>,
     /// Simulcast layers by rid, as they arrive.
     pub(crate) layers: Vec<LayerIn>,
+    /// A video track without rids: its SSRC, bytes since the last rate measurement, and the rate
+    /// (bit/s).
+    pub(crate) ssrc: Option<Ssrc>,
+    pub(crate) bytes: u64,
+    pub(crate) bps: f64,
+    /// Whether it is H.264 (the transcoder's input), and its renditions while a job makes them.
+    pub(crate) h264: bool,
+    pub(crate) renditions: Option<crate::renditions::Renditions>,
     /// Which layers its publisher was asked to pause (room pages only) because nobody wants them.
     pub(crate) pause: crate::layers::LayerPause,
 }
@@ -207,6 +241,11 @@ impl TrackIn {
             last_keyframe_request: HashMap::new(),
             pending_keyframe_request: HashMap::new(),
             layers: Vec::new(),
+            ssrc: None,
+            bytes: 0,
+            bps: 0.0,
+            h264: false,
+            renditions: None,
             pause: crate::layers::LayerPause::default(),
         }
     }
@@ -219,19 +258,33 @@ pub(crate) struct TrackOut {
     pub(crate) kind: MediaKind,
     /// The room track this m-line carries (subscriber connections of the room protocol).
     pub(crate) track: Option<TrackId>,
-    /// (publisher, ssrc) currently forwarded here.
-    pub(crate) source: Option<(PeerId, Ssrc)>,
+    /// (publisher, layer) currently forwarded here.
+    pub(crate) source: Option<(PeerId, LayerKey)>,
     seq_delta: u64,
     ts_delta: u32,
     last_seq: u64,
     last_ts: u32,
+    /// The publisher's capture time of the last packet sent here.
+    last_wallclock: Option<Instant>,
     /// Nothing forwarded until the first keyframe of a video source (a decoder needs one).
     waiting_for_keyframe: bool,
-    /// The simulcast layer this m-line should carry (switched to at its next keyframe).
-    pub(crate) target: Option<Rid>,
+    /// The layer this m-line should carry (switched to at its next keyframe): a simulcast
+    /// encoding or a rendition.
+    pub(crate) target: Option<LayerKey>,
     /// The highest layer the subscriber wants here (index from the lowest), if it said.
     pub(crate) max_layer: Option<usize>,
     pub(crate) selector: crate::layers::LayerSelector,
+    /// Video: off because the subscriber's budget does not carry it (audio goes on).
+    pub(crate) video_off: bool,
+    /// Video: frames were held back since the last room tick because str0m's pacer held more
+    /// than [`CONGESTED`] of it: the link does not carry this layer.
+    pub(crate) congested: bool,
+    /// Since when its budget has not carried the publisher's lone layer (a transcoder job is
+    /// started only once that has lasted: a new connection's estimate starts low).
+    pub(crate) short_since: Option<Instant>,
+    /// Audio: sent with RFC 2198 redundancy (a lossy link), and the frame to repeat.
+    pub(crate) red_on: bool,
+    red: crate::red::RedStream,
 }
 
 impl TrackOut {
@@ -245,11 +298,25 @@ impl TrackOut {
             ts_delta: 0,
             last_seq: 0,
             last_ts: 0,
+            last_wallclock: None,
             waiting_for_keyframe: kind == MediaKind::Video,
             target: None,
             max_layer: None,
             selector: crate::layers::LayerSelector::default(),
+            video_off: false,
+            congested: false,
+            short_since: None,
+            red_on: false,
+            red: crate::red::RedStream::default(),
         }
+    }
+
+    /// Stops this m-line's video until it is given a layer again, which then starts at a keyframe.
+    pub(crate) fn turn_video_off(&mut self) {
+        self.video_off = true;
+        self.source = None;
+        self.target = None;
+        self.waiting_for_keyframe = true;
     }
 }
 
@@ -296,6 +363,10 @@ pub(crate) struct Peer {
     pub(crate) rtt: Option<Duration>,
     /// The send-side bandwidth estimate towards this peer (TWCC) and what feeds it.
     pub(crate) send_side: crate::estimate::SendSide,
+    /// Whether its audio gets redundancy (a lossy link).
+    pub(crate) red: crate::red::RedPolicy,
+    /// Whether its room page was last told that its video is off for a weak link.
+    pub(crate) told_audio_only: bool,
 }
 
 impl Peer {
@@ -364,6 +435,14 @@ pub struct Sfu {
     pub(crate) room_ticks: u64,
     /// Datagrams dropped before reaching any peer (unknown source, garbage, not loopback).
     pub dropped: u64,
+    /// What the media task must do with the transcoder ([`crate::renditions`]).
+    pub(crate) transcode_ops: VecDeque<TranscodeOp>,
+    pub(crate) next_job: JobId,
+    pub(crate) transcode_refusals: u64,
+    /// Tracks refused a job, counted once until they get one or stop needing it.
+    pub(crate) transcode_refused: HashSet<(PeerId, Mid)>,
+    /// When a keyframe of each (job, rung) was last asked for.
+    pub(crate) rendition_keyframes: HashMap<(JobId, usize), Instant>,
 }
 
 impl Sfu {
@@ -386,6 +465,11 @@ impl Sfu {
             next_room_tick: None,
             room_ticks: 0,
             dropped: 0,
+            transcode_ops: VecDeque::new(),
+            next_job: 1,
+            transcode_refusals: 0,
+            transcode_refused: HashSet::new(),
+            rendition_keyframes: HashMap::new(),
         }
     }
 
@@ -394,7 +478,11 @@ impl Sfu {
         self.rooms.entry(room.clone()).or_default().policy = Some(policy);
     }
 
-    pub(crate) fn rtc_config(&self, room: &RoomName) -> RtcConfig {
+    /// A connection's str0m configuration. One the server sends media on (`receives`: a subscriber
+    /// connection) offers RFC 2198 redundancy for Opus, which the server adds when its link loses
+    /// packets ([`crate::red`]); a publisher's connection does not, so what arrives is plain Opus
+    /// the server can forward as it is.
+    pub(crate) fn rtc_config(&self, room: &RoomName, receives: bool) -> RtcConfig {
         let policy = self.rooms.get(room).and_then(|r| r.policy).unwrap_or(self.config.default_policy);
         // str0m answers in the order codecs are configured, and browsers send the first one the
         // answer lists: H.264 goes first so cheap phones that decode only H.264 can play.
@@ -406,7 +494,7 @@ impl Sfu {
             // only where the server sends media: a receive-only connection never probes or reports.
             .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
             .clear_codecs()
-            .enable_opus(true, false);
+            .enable_opus(true, receives);
         cfg.codec_config().add_h264(108.into(), Some(109.into()), true, 0x42e01f);
         if policy == CodecPolicy::H264OrVp8 {
             cfg = cfg.enable_vp8(true);
@@ -468,7 +556,7 @@ impl Sfu {
     pub fn probe(&mut self, now: Instant, grant: &JoinGrant, offer: &str) -> Result<Session, SfuError> {
         let relays = sdp::relay_addrs(offer);
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(first_line(&e.to_string())))?;
-        let mut rtc = self.new_rtc(now, &grant.room);
+        let mut rtc = self.new_rtc(now, &grant.room, false);
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::UnusableSdp(first_line(&e.to_string())))?;
         // A subscriber with nothing to receive, attached to nobody.
         let role = Role::Subscriber { target: None, source: None, outs: Vec::new() };
@@ -496,7 +584,7 @@ impl Sfu {
         // A player sends nothing: whatever it offers to send is refused in the answer.
         let offer = if publishing { offer.to_owned() } else { sdp::receive_only(offer) };
         let offer = SdpOffer::from_sdp_string(&offer).map_err(|e| SfuError::BadSdp(first_line(&e.to_string())))?;
-        let mut rtc = self.new_rtc(now, &grant.room);
+        let mut rtc = self.new_rtc(now, &grant.room, !publishing);
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::UnusableSdp(first_line(&e.to_string())))?;
         // A publisher is asked for speech-sized Opus with DTX and FEC (weak links, RFC 7587).
         let answer = if publishing { sdp::tune_opus(&answer.to_sdp_string()) } else { answer.to_sdp_string() };
@@ -525,9 +613,10 @@ impl Sfu {
         Ok(Session { peer: id, answer })
     }
 
-    /// A str0m instance for `room` with the media candidates announced.
-    pub(crate) fn new_rtc(&self, now: Instant, room: &RoomName) -> Rtc {
-        let mut rtc = self.rtc_config(room).build(now);
+    /// A str0m instance for `room` with the media candidates announced; `receives`: a subscriber
+    /// connection ([`Self::rtc_config`]).
+    pub(crate) fn new_rtc(&self, now: Instant, room: &RoomName, receives: bool) -> Rtc {
+        let mut rtc = self.rtc_config(room, receives).build(now);
         let udp = self.config.candidates.iter().map(|addr| Candidate::host(*addr, "udp"));
         let tcp = self.config.tcp_candidates.iter().map(|addr| Candidate::builder().tcp().host(*addr).tcptype(TcpType::Passive).build());
         for candidate in udp.chain(tcp) {
@@ -576,6 +665,8 @@ impl Sfu {
             loss: None,
             rtt: None,
             send_side: crate::estimate::SendSide::default(),
+            red: crate::red::RedPolicy::default(),
+            told_audio_only: false,
         };
         self.peers.insert(id, peer);
         self.drain(now, id);
@@ -672,7 +763,8 @@ impl Sfu {
         tracing::info!(peer = id.0, room = %peer.room, ?reason, "peer removed");
         self.events.push_back(SfuEvent::Removed { peer: id, reason });
         self.on_peer_removed(now, id, &peer.room, reason);
-        if matches!(peer.role, Role::Publisher { .. }) {
+        if let Role::Publisher { tracks, .. } = &peer.role {
+            self.stop_renditions_of(tracks);
             self.attach_waiting_subscribers(now, &peer.room.clone());
         }
     }
@@ -870,35 +962,31 @@ impl Sfu {
             }
             Event::RtpPacket(packet) => self.forward(now, id, packet),
             Event::KeyframeRequest(req) => {
-                let source = match self.peers.get(&id).map(|p| &p.role) {
-                    Some(Role::Subscriber { source: Some(s), outs, .. }) => {
-                        outs.iter().find(|o| o.mid == req.mid).and_then(|o| o.source.map(|(p, _)| p).or(Some(*s)))
-                    }
-                    // A room subscriber asks for the one track its m-line carries.
+                // What the m-line carries: its layer's maker is asked (a publisher, or a
+                // transcoder job for a rendition).
+                let carried = match self.peers.get(&id).map(|p| &p.role) {
+                    Some(Role::Subscriber { source, outs, .. }) => outs
+                        .iter()
+                        .find(|o| o.mid == req.mid)
+                        .and_then(|o| o.source)
+                        .map(|(p, k)| (p, Some(k)))
+                        .or(source.map(|s| (s, None))),
                     Some(Role::Downstream { outs, .. }) => {
-                        let source = outs.iter().find(|o| o.mid == req.mid).and_then(|o| o.source);
-                        if let Some((publisher, ssrc)) = source
-                            && let Some(Peer { role: Role::Publisher { ssrc_mid, tracks, .. }, .. }) = self.peers.get(&publisher)
-                            && let Some(mid) = ssrc_mid.get(&ssrc)
-                        {
-                            let rid = tracks.get(mid).and_then(|t| t.layers.iter().find(|l| l.ssrc == ssrc)).map(|l| l.rid);
-                            self.keyframe_requests.push_back((publisher, *mid, rid, req.kind));
-                        }
-                        None
+                        outs.iter().find(|o| o.mid == req.mid).and_then(|o| o.source).map(|(p, k)| (p, Some(k)))
                     }
                     _ => None,
                 };
-                if let Some(publisher) = source
-                    && let Some(Peer { role: Role::Publisher { tracks, .. }, .. }) = self.peers.get(&publisher)
-                {
-                    let current = self.peers.get(&id).and_then(|p| match &p.role {
-                        Role::Subscriber { outs, .. } => outs.iter().find(|o| o.mid == req.mid).and_then(|o| o.source).map(|(_, s)| s),
-                        _ => None,
-                    });
-                    for (mid, track) in tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video) {
-                        let rid = track.layers.iter().find(|l| Some(l.ssrc) == current).map(|l| l.rid);
-                        self.keyframe_requests.push_back((publisher, *mid, rid, req.kind));
+                match carried {
+                    Some((publisher, Some(key))) => self.request_layer_keyframe(now, publisher, key, req.kind),
+                    // A player before its first keyframe: every video track of its publisher.
+                    Some((publisher, None)) => {
+                        if let Some(Peer { role: Role::Publisher { tracks, .. }, .. }) = self.peers.get(&publisher) {
+                            for (mid, _) in tracks.iter().filter(|(_, t)| t.kind == MediaKind::Video) {
+                                self.keyframe_requests.push_back((publisher, *mid, None, req.kind));
+                            }
+                        }
                     }
+                    None => {}
                 }
             }
             Event::SenderFeedback(fb) => {
@@ -921,12 +1009,13 @@ impl Sfu {
                         (a, b) => a.or(b),
                     };
                     p.rtt = stats.rtt.or_else(|| stats.selected_candidate_pair.and_then(|c| c.current_round_trip_time));
-                    p.send_side.on_stats(stats.timestamp, stats.bwe_tx.map(|b| b.as_f64()), stats.bytes_tx);
+                    p.send_side.on_stats(stats.timestamp, stats.bwe_tx.map(|b| b.as_f64()), stats.bytes_tx, stats.egress_loss_fraction);
                 }
             }
             Event::MediaEgressStats(stats) => {
                 if let (Some(p), Some(loss)) = (self.peers.get_mut(&id), stats.loss) {
-                    p.send_side.on_reported_loss(stats.timestamp, stats.mid, loss);
+                    let counts = stats.remote.map(|r| (*r.maximum_sequence_number, r.packets_lost));
+                    p.send_side.on_reported_loss(stats.timestamp, stats.mid, loss, counts);
                 }
             }
             Event::ChannelData(data) => self.on_channel_data(now, id, data),
@@ -958,7 +1047,8 @@ impl Sfu {
         }
     }
 
-    /// Forwards one packet from publisher `from` to each of its subscribers.
+    /// Forwards one packet from publisher `from` to each of its subscribers (and to the
+    /// transcoder job of its track, if one runs).
     fn forward(&mut self, now: Instant, from: PeerId, packet: RtpPacket) {
         let ssrc = packet.header.ssrc;
         let Some(publisher) = self.peers.get_mut(&from) else { return };
@@ -982,23 +1072,67 @@ impl Sfu {
                 Some(layer) => layer.bytes += packet.payload.len() as u64,
                 None => track.layers.push(LayerIn { rid, ssrc, bytes: packet.payload.len() as u64, bps: 0.0 }),
             }
+        } else {
+            track.ssrc = Some(ssrc);
+            track.bytes += packet.payload.len() as u64;
+            track.h264 = params.spec().codec == str0m::format::Codec::H264;
         }
         // Muted, or its owner lost the right to publish: nothing leaves the server.
         if !track.forwarding {
             return;
         }
         let kind = track.kind;
-        let track_id = track.track;
-        let simulcast = track.layers.len() > 1;
-        let layer_ssrcs: Vec<Ssrc> = track.layers.iter().map(|l| l.ssrc).collect();
+        if let Some(r) = &track.renditions {
+            let copy = tongxin_transcoder::RtpPacket {
+                sequence: *packet.seq_no as u16,
+                timestamp: packet.header.timestamp,
+                marker: packet.header.marker,
+                payload: bytes::Bytes::copy_from_slice(&packet.payload),
+            };
+            self.transcode_ops.push_back(TranscodeOp::Packet { job: r.job, packet: copy });
+        }
+        let mut layers: Vec<LayerKey> = track.layers.iter().map(|l| LayerKey::Encoding(l.ssrc)).collect();
+        if let Some(r) = &track.renditions {
+            layers.extend((0..r.layers.len()).map(|i| LayerKey::Rendition(r.job, i)));
+            layers.push(LayerKey::Encoding(ssrc));
+        }
         if let Some(level) = packet.header.ext_vals.audio_level.filter(|_| kind == MediaKind::Audio) {
             track.audio_level = Some((level, now));
         }
         let clock_rate = params.spec().clock_rate.get();
         let sr = packet.last_sender_info.as_ref().map(|sr| (sr.ntp_time, sr.rtp_time.numer() as u32));
         let wallclock = publisher_wallclock(*sr_anchor, sr, packet.header.timestamp, clock_rate, packet.timestamp).min(now);
-        let is_keyframe = kind == MediaKind::Video && keyframe::is_keyframe(params, &packet.payload);
-        let Some(room) = self.rooms.get(&room) else { return };
+        let outgoing = Outgoing {
+            from,
+            track: track.track,
+            kind,
+            params,
+            layer: LayerKey::Encoding(ssrc),
+            layers: &layers,
+            seq: *packet.seq_no,
+            ts: packet.header.timestamp,
+            marker: packet.header.marker,
+            keyframe: kind == MediaKind::Video && keyframe::is_keyframe(params, &packet.payload),
+            payload: packet.payload,
+            ext: ExtensionValues {
+                audio_level: packet.header.ext_vals.audio_level,
+                voice_activity: packet.header.ext_vals.voice_activity,
+                ..Default::default()
+            },
+            wallclock,
+        };
+        if self.fan_out(now, &room, &outgoing) {
+            self.keyframe_requests.push_back((from, mid, rid, KeyframeRequestKind::Pli));
+        }
+    }
+
+    /// Writes one packet of a track (a publisher's, or a rendition's) to each subscriber m-line
+    /// that carries it; returns whether some m-line waits for a keyframe of its layer.
+    pub(crate) fn fan_out(&mut self, now: Instant, room: &RoomName, packet: &Outgoing<'_>) -> bool {
+        let Outgoing { from, track: track_id, kind, params, layer, layers, .. } = *packet;
+        let layered = layers.len() > 1;
+        let clock_rate = params.spec().clock_rate.get();
+        let Some(room) = self.rooms.get(room) else { return false };
         let subs: Vec<PeerId> = room.subscribers.iter().copied().collect();
         let mut wants_keyframe = false;
         for sub in subs {
@@ -1011,7 +1145,7 @@ impl Sfu {
             let Peer { rtc, role, send_side, .. } = peer;
             // An m-line already carrying one of this track's layers stays the track's m-line.
             let ours = |o: &TrackOut| {
-                o.source.is_none() || o.source == Some((from, ssrc)) || o.source.is_some_and(|(p, s)| p == from && layer_ssrcs.contains(&s))
+                o.source.is_none() || o.source == Some((from, layer)) || o.source.is_some_and(|(p, k)| p == from && layers.contains(&k))
             };
             let (out, room_protocol) = match role {
                 Role::Subscriber { source: Some(src), outs, .. } if *src == from => {
@@ -1021,56 +1155,88 @@ impl Sfu {
                 _ => (None, false),
             };
             let Some(out) = out else { continue };
-            if out.source != Some((from, ssrc)) {
-                // Simulcast: only the target layer may take the m-line over (the current one
+            if out.video_off {
+                continue;
+            }
+            if out.source != Some((from, layer)) {
+                // Several layers: only the target one may take the m-line over (the current one
                 // goes on until it does); before any target, the first layer with a keyframe.
-                let current_layer = out.source.is_some_and(|(p, s)| p == from && layer_ssrcs.contains(&s));
-                if simulcast && (out.target.is_some() || current_layer) && (out.target != rid || rid.is_none()) {
+                let current_layer = out.source.is_some_and(|(p, k)| p == from && layers.contains(&k));
+                if layered && (out.target.is_some() || current_layer) && out.target != Some(layer) {
                     continue;
                 }
-                if kind == MediaKind::Video && !is_keyframe {
+                if kind == MediaKind::Video && !packet.keyframe {
                     // Wait for a keyframe. A WHEP player's was requested when its source was
                     // attached; a room subscriber, or a layer switch, asks here (the throttle
                     // coalesces requests).
-                    wants_keyframe |= room_protocol || simulcast;
+                    wants_keyframe |= room_protocol || layered;
                     continue;
                 }
                 // Rebase: the first packet of a new source follows the last one sent on this m-line.
-                out.seq_delta = (out.last_seq + 1).wrapping_sub(*packet.seq_no);
-                out.ts_delta =
-                    if out.last_seq == 0 { 0 } else { out.last_ts.wrapping_add(clock_rate / 30).wrapping_sub(packet.header.timestamp) };
-                out.source = Some((from, ssrc));
+                // Audio re-encoded by the transcoder keeps its source's timestamps: switching
+                // between the two keeps the timeline, so the player's jitter buffer sees no jump.
+                // Otherwise the new source's timestamps continue from the last sent, as far on as
+                // its capture time is from the last sent's (at least a frame): a player that
+                // paired RTP time with the sender reports' wall clock would otherwise see video
+                // seconds behind audio after a pause, and hold frames back to "sync" them.
+                let same_clock = kind == MediaKind::Audio && out.source.is_some_and(|(p, _)| p == from);
+                let gap = out.last_wallclock.map_or(0, |at| {
+                    let ticks = packet.wallclock.saturating_duration_since(at).as_secs_f64() * f64::from(clock_rate);
+                    ticks.min(f64::from(u32::MAX / 4)) as u32
+                });
+                out.seq_delta = (out.last_seq + 1).wrapping_sub(packet.seq);
+                out.ts_delta = match (out.last_seq, same_clock) {
+                    (0, _) => 0,
+                    (_, true) => out.ts_delta,
+                    _ => out.last_ts.wrapping_add(gap.max(clock_rate / 30)).wrapping_sub(packet.ts),
+                };
+                out.source = Some((from, layer));
                 out.waiting_for_keyframe = false;
+                out.red.reset();
             }
-            let seq = (*packet.seq_no).wrapping_add(out.seq_delta);
-            let ts = packet.header.timestamp.wrapping_add(out.ts_delta);
+            let seq = packet.seq.wrapping_add(out.seq_delta);
+            let ts = packet.ts.wrapping_add(out.ts_delta);
+            // str0m's pacer sends video at 1.1 times the estimate, which spreads a keyframe so it
+            // does not overrun a weak link's queue. That suits a track whose layer is chosen
+            // under the estimate; a single-layer track cannot slow down, and a receiver without
+            // TWCC feedback has no estimate (the pacer would hold to the initial one): those go
+            // out as they come, as their publisher paced them.
+            // A rendition comes from our own encoder at its rung's rate, frame by frame: held
+            // under an estimate that reads low it would only starve.
+            let paced = kind == MediaKind::Video && layered && send_side.has_estimate() && matches!(layer, LayerKey::Encoding(_));
+            // A new frame while the pacer still holds more than CONGESTED of this m-line's video
+            // (the link fell under the layer): it and the rest until a keyframe stay here, so the
+            // lower layer's keyframe, asked for at the switch, is not queued behind stale video.
+            // A publisher is asked for one; a rendition has one every 2 s, and asking would only
+            // send a big frame into the congestion sooner.
+            if paced && kind == MediaKind::Video && !packet.keyframe && ts != out.last_ts && queued(rtc, out.mid, now) > CONGESTED {
+                out.source = None;
+                out.waiting_for_keyframe = true;
+                out.congested = true;
+                wants_keyframe |= matches!(layer, LayerKey::Encoding(_));
+                continue;
+            }
             out.last_seq = out.last_seq.max(seq);
             out.last_ts = ts;
+            out.last_wallclock = Some(packet.wallclock);
             let out_mid = out.mid;
-            let Some(pt) = rtc.codec_config().match_params(params).map(|p| p.pt()) else { continue };
-            let ext = ExtensionValues {
-                audio_level: packet.header.ext_vals.audio_level,
-                voice_activity: packet.header.ext_vals.voice_activity,
-                ..Default::default()
+            let Some(ours) = rtc.codec_config().match_params(params) else { continue };
+            // A lossy link's audio carries the previous frame again (when the subscriber took RED).
+            let (pt, payload): (Pt, Arc<[u8]>) = match ours.red().filter(|_| out.red_on && kind == MediaKind::Audio) {
+                Some(red) => (red, out.red.wrap(*ours.pt(), ts, &packet.payload).into()),
+                None => (ours.pt(), packet.payload.clone()),
             };
-            let write = RtpWrite::new(pt, SeqNo::from(seq), ts, wallclock, packet.payload.clone())
-                .marker(packet.header.marker)
-                .ext_vals(ext)
+            let write = RtpWrite::new(pt, SeqNo::from(seq), ts, packet.wallclock, payload)
+                .marker(packet.marker)
+                .ext_vals(packet.ext.clone())
                 .nackable(kind == MediaKind::Video);
             if let Some(tx) = rtc.direct_api().stream_tx_by_mid(out_mid, None) {
-                // str0m's pacer sends video at 1.1 times the estimate, which spreads a keyframe
-                // so it does not overrun a weak link's queue. That suits a simulcast track whose
-                // layer is chosen under the estimate; a single-layer track cannot slow down, and
-                // a receiver without TWCC feedback has no estimate (the pacer would hold to the
-                // initial one): those go out as they come, as their publisher paced them.
-                tx.set_unpaced(!(simulcast && send_side.has_estimate()));
+                tx.set_unpaced(!paced);
                 tx.write_rtp(write);
             }
             self.drain(now, sub);
         }
-        if wants_keyframe {
-            self.keyframe_requests.push_back((from, mid, rid, KeyframeRequestKind::Pli));
-        }
+        wants_keyframe
     }
 
     /// The last audio level (−dBov, RFC 6464) heard from each publisher in a room.
@@ -1085,6 +1251,17 @@ impl Sfu {
             })
             .collect()
     }
+}
+
+/// How long str0m's pacer may hold a subscriber m-line's video before new frames wait for a
+/// keyframe instead (a keyframe of the room page's lowest layer takes about 300 ms at 150 kbit/s).
+const CONGESTED: Duration = Duration::from_millis(400);
+
+/// How long the oldest packet str0m's pacer holds for m-line `mid` has waited.
+fn queued(rtc: &mut Rtc, mid: Mid, now: Instant) -> Duration {
+    let mut api = rtc.direct_api();
+    let first = api.stream_tx_by_mid(mid, None).and_then(|tx| tx.queue_info()).and_then(|q| q.first_unsent());
+    first.map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
 }
 
 /// The local instant a packet's media time corresponds to, for the outgoing sender reports.

@@ -1,6 +1,7 @@
 //! Tongxin's media path: a sans-IO selective forwarding unit on str0m ([`core`]) with its rooms,
-//! participants and simulcast layers, the UDP shell that runs it ([`shell`], which also implements
-//! `RoomControl`; ICE over TCP in [`tcp`]), the room signalling protocol ([`signal`], served by [`ws`] at `/api/v1/rtc`),
+//! participants, simulcast layers and the transcoder's renditions ([`renditions`]), the UDP shell
+//! that runs it and its transcoder jobs ([`shell`], which also implements `RoomControl`; ICE over
+//! TCP in [`tcp`]), the room signalling protocol ([`signal`], served by [`ws`] at `/api/v1/rtc`),
 //! and the WHIP/WHEP endpoints ([`http`]).
 #![forbid(unsafe_code)]
 
@@ -9,6 +10,8 @@ mod estimate;
 pub mod http;
 mod keyframe;
 pub mod layers;
+mod red;
+pub mod renditions;
 mod rooms;
 mod sdp;
 pub mod shell;

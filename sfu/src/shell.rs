@@ -13,7 +13,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tongxin_common::rooms::{Audience, BoxFuture, Permissions, RoomControl, RoomError, RoomEvent, RoomInfo, TrackSource};
 use tongxin_common::{Identity, JoinGrant, RoomName};
 
+use tongxin_transcoder::{AudioJob, AudioJobStats, ReencodedPacket, RungFrame, VideoJob, VideoJobConfig, VideoJobStats};
+
 use crate::core::{CodecPolicy, PeerId, Session, Sfu, SfuConfig, SfuError, SfuEvent};
+use crate::renditions::{JobId, TranscodeOp};
 use crate::signal::{ClientMessage, ConnId, ServerMessage};
 use crate::tcp::{self, TcpEvent};
 
@@ -44,16 +47,52 @@ enum RoomOp {
 }
 
 enum Command {
-    Join { conn: ConnId, grant: Option<JoinGrant>, resume: Option<String>, auto_subscribe: bool, tx: mpsc::Sender<Outbound> },
-    Client { conn: ConnId, message: ClientMessage },
-    ConnClosed { conn: ConnId },
+    Join {
+        conn: ConnId,
+        grant: Option<JoinGrant>,
+        resume: Option<String>,
+        auto_subscribe: bool,
+        tx: mpsc::Sender<Outbound>,
+    },
+    Client {
+        conn: ConnId,
+        message: ClientMessage,
+    },
+    ConnClosed {
+        conn: ConnId,
+    },
     Room(RoomOp),
-    Publish { grant: JoinGrant, offer: String, reply: oneshot::Sender<Result<Session, SfuError>> },
-    Subscribe { grant: JoinGrant, target: Option<Identity>, offer: String, reply: oneshot::Sender<Result<Session, SfuError>> },
-    Probe { grant: JoinGrant, offer: String, reply: oneshot::Sender<Result<Session, SfuError>> },
-    End { peer: PeerId, reply: oneshot::Sender<Result<(), SfuError>> },
-    Policy { room: RoomName, policy: CodecPolicy },
-    Stats { reply: oneshot::Sender<MediaStats> },
+    Publish {
+        grant: JoinGrant,
+        offer: String,
+        reply: oneshot::Sender<Result<Session, SfuError>>,
+    },
+    Subscribe {
+        grant: JoinGrant,
+        target: Option<Identity>,
+        offer: String,
+        reply: oneshot::Sender<Result<Session, SfuError>>,
+    },
+    Probe {
+        grant: JoinGrant,
+        offer: String,
+        reply: oneshot::Sender<Result<Session, SfuError>>,
+    },
+    End {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Policy {
+        room: RoomName,
+        policy: CodecPolicy,
+    },
+    Stats {
+        reply: oneshot::Sender<MediaStats>,
+    },
+    #[cfg(feature = "testing")]
+    InjectTranscoderPanic {
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// Counters of the media task.
@@ -69,6 +108,141 @@ pub struct MediaStats {
     pub rooms: usize,
     /// Participants in all rooms (WHIP and WHEP sessions included).
     pub participants: usize,
+    /// The transcoder: jobs running, jobs refused for want of a slot, and over every job since
+    /// the start, frames in, rendition frames out, frames dropped (a full queue, or waiting for a
+    /// keyframe after a loss), encode time (µs) and restarts after a panic.
+    pub transcode: TranscodeStats,
+}
+
+/// The transcoder's counters ([`MediaStats::transcode`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TranscodeStats {
+    /// Jobs running now.
+    pub jobs: usize,
+    /// Jobs refused for want of a slot (`transcode.max_jobs`).
+    pub refusals: u64,
+    /// Source frames the jobs took in.
+    pub frames_in: u64,
+    /// Rendition frames they made.
+    pub frames_out: u64,
+    /// Source frames dropped.
+    pub frames_dropped: u64,
+    /// Time spent scaling and encoding, µs.
+    pub encode_micros: u64,
+    /// Workers restarted after a panic.
+    pub restarts: u64,
+    /// Keyframes of a rendition asked of its job (a subscriber switching to it, or one that
+    /// lost packets of it).
+    pub keyframe_requests: u64,
+    /// Opus re-encoding jobs running now (not counted in `jobs`).
+    pub audio_jobs: usize,
+    /// Opus packets they made.
+    pub audio_packets_out: u64,
+}
+
+impl TranscodeStats {
+    fn add(&mut self, job: &VideoJobStats) {
+        self.frames_in += job.frames_in;
+        self.frames_out += job.rungs.iter().map(|r| r.frames_out).sum::<u64>();
+        self.frames_dropped += job.frames_dropped_queue_full + job.frames_dropped_before_queue;
+        self.encode_micros += job.rungs.iter().map(|r| r.encode_micros).sum::<u64>();
+        self.restarts += job.restarts;
+    }
+
+    fn add_audio(&mut self, job: &AudioJobStats) {
+        self.audio_packets_out += job.packets_out;
+        self.restarts += job.restarts;
+    }
+}
+
+/// What a job hands back to the media task.
+enum JobOutput {
+    Frame(RungFrame),
+    Audio(ReencodedPacket),
+}
+
+/// Source packets an Opus job may hold before it drops them: a second of 20 ms frames.
+const AUDIO_QUEUE_PACKETS: usize = 50;
+
+/// The transcoder jobs the media task runs, and what the finished ones counted (with every
+/// rendition keyframe request, which no job counts itself).
+struct Jobs {
+    running: HashMap<JobId, VideoJob>,
+    audio: HashMap<JobId, AudioJob>,
+    finished: TranscodeStats,
+    outputs: mpsc::Sender<(JobId, JobOutput)>,
+}
+
+impl Jobs {
+    fn stats(&self, refusals: u64) -> TranscodeStats {
+        let mut all = self.finished;
+        for job in self.running.values() {
+            all.add(&job.stats());
+        }
+        for job in self.audio.values() {
+            all.add_audio(&job.stats());
+        }
+        all.jobs = self.running.len();
+        all.audio_jobs = self.audio.len();
+        all.refusals = refusals;
+        all
+    }
+
+    #[cfg(feature = "testing")]
+    fn inject_panic(&self) -> usize {
+        self.running.values().for_each(VideoJob::inject_panic);
+        self.audio.values().for_each(AudioJob::inject_panic);
+        self.running.len() + self.audio.len()
+    }
+
+    /// Carries out the core's transcoder instructions. A job's frames and packets come back
+    /// through `outputs` (dropped when the media task is that far behind: a rendition frame late
+    /// by 256 frames is of no use).
+    fn run_ops(&mut self, sfu: &mut Sfu, now: Instant) {
+        while let Some(op) = sfu.poll_transcode() {
+            match op {
+                TranscodeOp::Start { job, rungs } => {
+                    let outputs = self.outputs.clone();
+                    let sink = move |frame: RungFrame| drop(outputs.try_send((job, JobOutput::Frame(frame))));
+                    match VideoJob::start(VideoJobConfig::new(rungs), sink) {
+                        Ok(j) => drop(self.running.insert(job, j)),
+                        Err(e) => tracing::error!(job, error = %e, "cannot start a transcoder job"),
+                    }
+                }
+                TranscodeOp::StartAudio { job, target_bps } => {
+                    let outputs = self.outputs.clone();
+                    let sink = move |packet: ReencodedPacket| drop(outputs.try_send((job, JobOutput::Audio(packet))));
+                    match AudioJob::start(target_bps, AUDIO_QUEUE_PACKETS, sink) {
+                        Ok(j) => drop(self.audio.insert(job, j)),
+                        Err(e) => tracing::error!(job, error = %e, "cannot start an opus job"),
+                    }
+                }
+                TranscodeOp::Packet { job, packet } => {
+                    if let Some(j) = self.audio.get(&job) {
+                        j.push_rtp(packet);
+                    } else if let Some(j) = self.running.get_mut(&job)
+                        && j.push_rtp(packet).request_keyframe
+                    {
+                        sfu.rendition_lost_source(now, job);
+                    }
+                }
+                TranscodeOp::Keyframe { job, rung } => {
+                    if let Some(j) = self.running.get(&job) {
+                        j.request_keyframe(rung);
+                        self.finished.keyframe_requests += 1;
+                    }
+                }
+                TranscodeOp::Stop { job } => {
+                    if let Some(j) = self.running.remove(&job) {
+                        self.finished.add(&j.stats());
+                    }
+                    if let Some(j) = self.audio.remove(&job) {
+                        self.finished.add_audio(&j.stats());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Why the media server could not start.
@@ -244,6 +418,17 @@ impl MediaServer {
         }
         rx.await.unwrap_or_default()
     }
+
+    /// Makes every running transcoder job's worker panic on its next frame or packet (fault
+    /// tests); returns how many jobs were hit.
+    #[cfg(feature = "testing")]
+    pub async fn inject_transcoder_panic(&self) -> usize {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::InjectTranscoderPanic { reply }).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or_default()
+    }
 }
 
 /// Runs `f` on the core; a panic is logged and counted instead of killing every session.
@@ -359,6 +544,8 @@ async fn run(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut panics = 0u64;
+    let (job_outputs, mut rendition_rx) = mpsc::channel(256);
+    let mut jobs = Jobs { running: HashMap::new(), audio: HashMap::new(), finished: TranscodeStats::default(), outputs: job_outputs };
     let (mut tcp_rx, tcp_candidate) = match tcp {
         Some((rx, addr)) => (Some(rx), addr),
         None => (None, candidate),
@@ -381,6 +568,13 @@ async fn run(
                 Some(TcpEvent::Closed(remote)) => drop(outputs.tcp.remove(&remote)),
                 None => tcp_rx = None,
             },
+            Some((job, output)) = rendition_rx.recv() => {
+                let now = Instant::now();
+                match output {
+                    JobOutput::Frame(frame) => guarded(&mut panics, "rendition", || sfu.handle_rendition(now, job, &frame)),
+                    JobOutput::Audio(packet) => guarded(&mut panics, "opus rendition", || sfu.handle_audio_rendition(now, job, &packet)),
+                };
+            }
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
                     let now = Instant::now();
@@ -423,9 +617,14 @@ async fn run(
                     Command::Room(op) => {
                         guarded(&mut panics, "room", || room_op(&mut sfu, now, op));
                     }
+                    #[cfg(feature = "testing")]
+                    Command::InjectTranscoderPanic { reply } => {
+                        let _ = reply.send(jobs.inject_panic());
+                    }
                     Command::Stats { reply } => {
                         let (rooms, participants) = sfu.room_counts();
-                        let _ = reply.send(MediaStats { peers: sfu.peer_count(), dropped: sfu.dropped, panics, rooms, participants });
+                        let transcode = jobs.stats(sfu.transcode_refusals());
+                        let _ = reply.send(MediaStats { peers: sfu.peer_count(), dropped: sfu.dropped, panics, rooms, participants, transcode });
                     }
                 }
             }
@@ -434,6 +633,8 @@ async fn run(
                 guarded(&mut panics, "timeout", || sfu.handle_timeout(now));
             }
         }
+        let now = Instant::now();
+        guarded(&mut panics, "transcode", || jobs.run_ops(&mut sfu, now));
         while let Some(t) = sfu.poll_transmit() {
             if t.proto == str0m::net::Protocol::Tcp {
                 // A full or closed connection drops the packet, as a congested UDP path would.

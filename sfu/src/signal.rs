@@ -338,6 +338,13 @@ pub enum ServerMessage {
         /// The rids to pause, lowest layer first; empty: send every layer.
         paused: Vec<String>,
     },
+    /// Whether your link (or the budget you set) carries video now: while `audio_only`, every
+    /// camera and screen is paused for you and audio and data go on; video comes back by itself
+    /// when the link recovers.
+    Reception {
+        /// No video now.
+        audio_only: bool,
+    },
     /// You were removed.
     Removed {
         /// Why.
@@ -421,5 +428,7 @@ mod tests {
         assert_eq!(serde_json::to_value(ServerMessage::Pong).unwrap(), serde_json::json!({"type":"pong"}));
         let layers = ServerMessage::Layers { track: TrackId(5), paused: vec!["h".into(), "f".into()] };
         assert_eq!(serde_json::to_value(&layers).unwrap(), serde_json::json!({"type":"layers","track":"t5","paused":["h","f"]}));
+        let reception = ServerMessage::Reception { audio_only: true };
+        assert_eq!(serde_json::to_value(&reception).unwrap(), serde_json::json!({"type":"reception","audio_only":true}));
     }
 }

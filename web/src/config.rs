@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use tongxin_common::RoomRole;
 use tongxin_common::db::Backend;
 
 /// The file read when `--config` is not given, if it exists.
@@ -37,6 +38,18 @@ pub const KEYS: &[(&str, &str)] = &[
     ("classroom.late_after", "how long after the start a first join counts as late, e.g. 5m"),
     ("classroom.early_before", "how long before the end a final leave counts as leaving early, e.g. 5m"),
     ("classroom.overrun", "how long after the scheduled end a lesson stays joinable, e.g. 30m"),
+    (
+        "transcode.enabled",
+        "make low-bitrate renditions of publishers that send one H.264 layer, for subscribers whose links cannot take it",
+    ),
+    (
+        "transcode.max_jobs",
+        "the most transcoder jobs at once (0.1-0.3 of a core each for 720p30, by machine); past it subscribers get audio only",
+    ),
+    (
+        "transcode.always_for",
+        "room roles whose lone layer gets renditions from the start, comma-separated (default teacher; empty: only on need)",
+    ),
     ("turn.urls", "STUN/TURN URLs handed to clients, comma-separated (turn:host:3478?transport=udp, turns:host:443?transport=tcp)"),
     ("turn.secret", "coturn's static-auth-secret, for time-limited TURN credentials"),
     ("turn.credential_ttl", "how long a TURN credential stays valid, e.g. 4h"),
@@ -62,6 +75,8 @@ pub struct Config {
     pub classroom: ClassroomConfig,
     /// TURN relays handed to clients.
     pub turn: TurnConfig,
+    /// The server-side ladder.
+    pub transcode: TranscodeSection,
     /// Logging.
     pub log: LogConfig,
 }
@@ -115,6 +130,42 @@ impl RoomsConfig {
             reconnect_grace: self.reconnect_grace,
             ..tongxin_sfu::SfuConfig::default()
         }
+    }
+}
+
+/// `[transcode]`: renditions of single-layer publishers (the default ladder: 360p ≈ 350 kbit/s
+/// and 180p ≈ 80 kbit/s at 15 fps).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranscodeSection {
+    /// `transcode.enabled`
+    #[serde(deserialize_with = "bool_or_string")]
+    pub enabled: bool,
+    /// `transcode.max_jobs`
+    #[serde(deserialize_with = "count")]
+    pub max_jobs: usize,
+    /// `transcode.always_for`
+    #[serde(deserialize_with = "roles")]
+    pub always_for: Vec<RoomRole>,
+}
+
+impl Default for TranscodeSection {
+    fn default() -> Self {
+        let core = tongxin_sfu::renditions::TranscodeConfig::default();
+        TranscodeSection { enabled: true, max_jobs: core.max_jobs, always_for: core.always_for }
+    }
+}
+
+impl Config {
+    /// The media core's settings.
+    pub fn sfu_config(&self) -> tongxin_sfu::SfuConfig {
+        let transcode = tongxin_sfu::renditions::TranscodeConfig {
+            enabled: self.transcode.enabled,
+            max_jobs: self.transcode.max_jobs,
+            always_for: self.transcode.always_for.clone(),
+            ..Default::default()
+        };
+        tongxin_sfu::SfuConfig { transcode, ..self.rooms.sfu_config() }
     }
 }
 
@@ -313,6 +364,20 @@ fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         L::List(v) => v,
         L::Text(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
     })
+}
+
+/// Room roles (`teacher`, `doctor`, …) as a list, or comma-separated text.
+fn roles<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RoomRole>, D::Error> {
+    list(d)?
+        .into_iter()
+        .map(|r| {
+            serde_json::from_value(serde_json::Value::String(r.clone())).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{r:?} is not a room role (teacher, classroom, student, observer, doctor, patient, village_doctor, guest)"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// A duration such as `"15m"`, where `"0s"` is allowed.
@@ -629,6 +694,14 @@ mod tests {
             ("TONGXIN_TURN_SECRET", "sixteen-chars-long"),
         ]);
         assert_eq!(Config::load(None, e, &[]).unwrap().turn.urls.len(), 2);
+
+        let (k, m) = key_error(Config::load(None, env(&[("TONGXIN_TRANSCODE_ALWAYS_FOR", "teacher, principal")]), &[]));
+        assert_eq!(k, "transcode.always_for");
+        assert!(m.contains("\"principal\" is not a room role"), "{m}");
+        let always = |e| Config::load(None, e, &[]).unwrap().sfu_config().transcode.always_for;
+        assert_eq!(always(env(&[("TONGXIN_TRANSCODE_ALWAYS_FOR", "teacher, doctor")])), [RoomRole::Teacher, RoomRole::Doctor]);
+        assert_eq!(always(env(&[("TONGXIN_TRANSCODE_ALWAYS_FOR", "")])), []);
+        assert_eq!(always(env(&[])), [RoomRole::Teacher]);
 
         let (k, _) = key_error(Config::load(None, env(&[("TONGXIN_CLASSROOM_OVERRUN", "2d")]), &[]));
         assert_eq!(k, "classroom.overrun");

@@ -99,6 +99,42 @@ impl Metrics {
             let _ = writeln!(w, "# HELP tongxin_room_participants Participants in all rooms, WHIP and WHEP sessions included.");
             let _ = writeln!(w, "# TYPE tongxin_room_participants gauge");
             let _ = writeln!(w, "tongxin_room_participants {}", m.participants);
+            let t = m.transcode;
+            let series: [(&str, &str, &str, u64); 9] = [
+                ("tongxin_transcode_jobs", "gauge", "Transcoder jobs making renditions now.", t.jobs as u64),
+                (
+                    "tongxin_transcode_refusals_total",
+                    "counter",
+                    "Transcoder jobs refused for want of a slot (transcode.max_jobs).",
+                    t.refusals,
+                ),
+                ("tongxin_transcode_frames_in_total", "counter", "Source frames the transcoder took in.", t.frames_in),
+                ("tongxin_transcode_frames_out_total", "counter", "Rendition frames the transcoder made.", t.frames_out),
+                (
+                    "tongxin_transcode_frames_dropped_total",
+                    "counter",
+                    "Source frames the transcoder dropped (full queue, or waiting for a keyframe).",
+                    t.frames_dropped,
+                ),
+                ("tongxin_transcode_encode_seconds_total", "counter", "Time the transcoder spent scaling and encoding.", t.encode_micros),
+                ("tongxin_transcode_restarts_total", "counter", "Transcoder workers restarted after a panic.", t.restarts),
+                (
+                    "tongxin_transcode_audio_jobs",
+                    "gauge",
+                    "Opus re-encoding jobs running now (not in tongxin_transcode_jobs).",
+                    t.audio_jobs as u64,
+                ),
+                ("tongxin_transcode_audio_packets_out_total", "counter", "Opus packets the re-encoding jobs made.", t.audio_packets_out),
+            ];
+            for (name, kind, help, value) in series {
+                let _ = writeln!(w, "# HELP {name} {help}");
+                let _ = writeln!(w, "# TYPE {name} {kind}");
+                if name == "tongxin_transcode_encode_seconds_total" {
+                    let _ = writeln!(w, "{name} {:.6}", value as f64 / 1e6);
+                } else {
+                    let _ = writeln!(w, "{name} {value}");
+                }
+            }
         }
         let _ = writeln!(w, "# HELP tongxin_build_info Build information; always 1.");
         let _ = writeln!(w, "# TYPE tongxin_build_info gauge");
@@ -167,8 +203,18 @@ mod tests {
         m.request("GET", "/api/v1/me", 200, Duration::from_millis(30));
         m.request("GET", "/api/v1/me", 401, Duration::from_millis(1));
         m.login(false);
-        let text =
-            m.render(true, Some(2), Some(tongxin_sfu::shell::MediaStats { peers: 3, dropped: 7, panics: 0, rooms: 1, participants: 4 }));
+        let text = m.render(
+            true,
+            Some(2),
+            Some(tongxin_sfu::shell::MediaStats {
+                peers: 3,
+                dropped: 7,
+                panics: 0,
+                rooms: 1,
+                participants: 4,
+                transcode: tongxin_sfu::shell::TranscodeStats { jobs: 1, refusals: 2, encode_micros: 1_500_000, ..Default::default() },
+            }),
+        );
         assert!(text.contains("tongxin_http_requests_total{method=\"GET\",route=\"/api/v1/me\",status=\"200\"} 2"));
         assert!(text.contains("tongxin_http_request_duration_seconds_bucket{route=\"/api/v1/me\",le=\"0.005\"} 2"));
         assert!(text.contains("tongxin_http_request_duration_seconds_count{route=\"/api/v1/me\"} 3"));
@@ -177,5 +223,7 @@ mod tests {
         assert!(text.contains("tongxin_database_up 1"));
         assert!(text.contains("tongxin_media_peers 3") && text.contains("tongxin_media_dropped_datagrams_total 7"));
         assert!(text.contains("tongxin_rooms 1") && text.contains("tongxin_room_participants 4"));
+        assert!(text.contains("tongxin_transcode_jobs 1") && text.contains("tongxin_transcode_refusals_total 2"));
+        assert!(text.contains("tongxin_transcode_encode_seconds_total 1.500000"));
     }
 }

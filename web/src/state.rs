@@ -48,7 +48,7 @@ impl AppState {
             config.media.listen,
             config.media.tcp_listen,
             config.media.public_ip,
-            config.rooms.sfu_config(),
+            config.sfu_config(),
         )
         .await
         .context("cannot start the media server (media.listen)")?;

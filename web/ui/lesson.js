@@ -323,6 +323,7 @@ class LessonSession {
       .on('data', (msg) => this.onData(msg))
       .on('change', () => this.onChange())
       .on('usage', () => this.view && this.view.onUsage && this.view.onUsage(this.dataUsed))
+      .on('reception', (audioOnly) => this.view && this.view.onReception && this.view.onReception(audioOnly))
       .on('error', ({ code }) => {
         if (code === 'publish_failed') this.say('error', 'room.publish_failed');
       });

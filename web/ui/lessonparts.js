@@ -4,6 +4,7 @@
 
 import { h, raw } from './app.js';
 import { locale, t } from './i18n.js';
+import { BUDGETS, loadBudget, saveBudget } from './roomclient.js';
 
 // ---- text that follows a language switch -------------------------------------------------
 // Each translated element remembers its key (as on the room page), so switching the language
@@ -36,6 +37,36 @@ export function retranslate(root) {
 export const tx = (spec, key, vars, attrs) => tr(h(spec, attrs), key, vars);
 
 // A status or error line, announced to screen readers.
+// Data used as a phone's data counter shows it (1 MB = 1000 KB): KB below 1 MB, else MB with
+// one decimal.
+export function showDataUsed(el, bytes) {
+  if (bytes < 1e6) tr(el, 'room.data_used_kb', { n: Math.floor(bytes / 1e3) });
+  else tr(el, 'room.data_used_mb', { n: (bytes / 1e6).toFixed(1) });
+}
+
+// What a weak link needs on a page: the cap on what the server sends this device (`client` keeps
+// it per device: RoomClient.setBudget) and the notice while the server sends no video. `client`
+// is a function giving the page's current RoomClient (a lesson page replaces it on reconnect).
+export function linkControls(client) {
+  const c = client() || { budget: loadBudget(), audioOnly: false };
+  const choose = (kbps) => {
+    const now = client();
+    if (now) now.setBudget(kbps);
+    else saveBudget(kbps);
+  };
+  const select = h('select', { id: 'budget', onchange: () => choose(select.value ? Number(select.value) : null) },
+    BUDGETS.map((kbps) => (kbps === null
+      ? tx('option', 'room.budget.none', null, { value: '' })
+      : tx('option', 'room.budget.kbps', { n: kbps }, { value: String(kbps) }))));
+  select.value = c.budget === null ? '' : String(c.budget);
+  const audioOnly = tx('p.audio-only', 'room.audio_only', null, { id: 'audio-only', role: 'status', hidden: !c.audioOnly });
+  return {
+    budget: h('label.budget', {}, tx('span', 'room.budget.label'), select),
+    audioOnly,
+    showReception: (on) => { audioOnly.hidden = !on; },
+  };
+}
+
 export const notice = (kind, key, vars) => tx(`p.msg.${kind}`, key, vars, { role: kind === 'error' ? 'alert' : 'status' });
 
 export function bumpRenders() {

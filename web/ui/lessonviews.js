@@ -8,7 +8,7 @@
 import { api } from './api.js';
 import { h, raw, errorText } from './app.js';
 import { t } from './i18n.js';
-import { tr, trAttr, tx, notice, setMedia, videoBox, slideView, slideUrl, focusRing, timeEl } from './lessonparts.js';
+import { tr, trAttr, tx, notice, setMedia, videoBox, slideView, slideUrl, focusRing, timeEl, linkControls, showDataUsed } from './lessonparts.js';
 
 const enc = encodeURIComponent;
 const RATINGS = ['good', 'fair', 'poor', 'lost'];
@@ -35,11 +35,6 @@ function setQuality(el, q) {
   el.hidden = false;
   el.dataset.quality = q.rating;
   tr(el, `room.quality.${q.rating}`);
-}
-
-function showDataUsed(el, bytes) {
-  if (bytes < 1e6) tr(el, 'room.data_used_kb', { n: Math.floor(bytes / 1e3) });
-  else tr(el, 'room.data_used_mb', { n: (bytes / 1e6).toFixed(1) });
 }
 
 // Our own camera in a video box (mirrored by CSS, as people expect of themselves).
@@ -403,6 +398,9 @@ export class TerminalView {
     this.self = videoBox('div.term-self', { id: 'self-video' }, 'room.camera_off');
     this.teacher.el.append(this.self.el);
     const countLabel = h('label.headcount', { for: 'headcount' }, tx('span', 'lesson.headcount.label'));
+    // A village link: its cap, and the notice while it carries audio only.
+    this.link = linkControls(() => s.client);
+    this.teacher.el.append(this.link.audioOnly);
     this.el = h('div.terminal', {},
       h('div.term-main', {},
         this.teacher.el,
@@ -410,7 +408,12 @@ export class TerminalView {
       h('div.term-bar', {},
         h('div.term-hand', {}, this.hand, this.handNote),
         h('div.term-count', {}, countLabel, h('div.stepper', {}, minus, this.count, plus), this.countSave, this.countStatus),
+        this.link.budget,
         s.audioButton));
+  }
+
+  onReception(audioOnly) {
+    this.link.showReception(audioOnly);
   }
 
   attached() {
@@ -515,12 +518,16 @@ export class WatchView {
     const chat = s.makeChat(observer);
     this.dataUsed = h('p.data-used.muted', { id: 'data-used' });
     showDataUsed(this.dataUsed, 0);
+    // A phone on metered data: its cap, what the lesson cost so far, and the notice while the
+    // link carries audio only.
+    this.link = linkControls(() => s.client);
     this.el = h('div.watch', {},
       observer ? notice('ok', 'lesson.observer.hidden') : null,
+      this.link.audioOnly,
       h('div.watch-media', {}, this.teacher.el, this.slide.el, this.stage.el),
       s.audioButton,
       chat.el,
-      this.dataUsed);
+      h('div.data-bar', {}, this.dataUsed, this.link.budget));
     if (observer) this.el.firstElementChild.id = 'observer-note';
   }
 
@@ -558,6 +565,10 @@ export class WatchView {
 
   onUsage(bytes) {
     showDataUsed(this.dataUsed, bytes);
+  }
+
+  onReception(audioOnly) {
+    this.link.showReception(audioOnly);
   }
 }
 

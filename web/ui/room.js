@@ -5,7 +5,8 @@
 
 import { h, raw, languageSelect } from './app.js';
 import { setLocale, t } from './i18n.js';
-import { BUDGETS, RoomClient } from './roomclient.js';
+import { RoomClient } from './roomclient.js';
+import { linkControls, showDataUsed } from './lessonparts.js';
 
 const RATINGS = ['good', 'fair', 'poor', 'lost'];
 const ROOM_ROLES = ['teacher', 'classroom', 'student', 'observer', 'doctor', 'patient', 'village_doctor', 'guest'];
@@ -124,13 +125,6 @@ function setQuality(el, q) {
   });
 }
 
-// Data used as a phone's data counter shows it (1 MB = 1000 KB): KB below 1 MB, else MB with
-// one decimal.
-function showDataUsed(el, bytes) {
-  if (bytes < 1e6) tr(el, 'room.data_used_kb', { n: Math.floor(bytes / 1e3) });
-  else tr(el, 'room.data_used_mb', { n: (bytes / 1e6).toFixed(1) });
-}
-
 function roleText(role) {
   return ROOM_ROLES.includes(role) ? tx('span.role', `roomrole.${role}`) : null;
 }
@@ -200,7 +194,8 @@ class RoomSession {
       .on('usage', (bytes) => {
         if (this.dataUsedLine) showDataUsed(this.dataUsedLine, bytes);
       })
-      .on('path', (path) => this.showPath(path));
+      .on('path', (path) => this.showPath(path))
+      .on('reception', (audioOnly) => this.showReception(audioOnly));
 
     this.langSlot = h('div.room-lang');
     this.status = h('div.room-status', { id: 'room-status', 'aria-live': 'polite' });
@@ -481,14 +476,15 @@ class RoomSession {
     const c = this.client;
     this.dataUsedLine = h('p.data-used', { id: 'data-used' });
     showDataUsed(this.dataUsedLine, c.dataUsed);
-    const select = h('select', { id: 'budget', onchange: () => c.setBudget(select.value ? Number(select.value) : null) },
-      BUDGETS.map((kbps) => (kbps === null
-        ? tx('option', 'room.budget.none', null, { value: '' })
-        : tx('option', 'room.budget.kbps', { n: kbps }, { value: String(kbps) }))));
-    select.value = c.budget === null ? '' : String(c.budget);
     this.pathLine = h('p.net-path', { id: 'net-path', hidden: !c.path });
     this.showPath(c.path);
-    return h('div.data-bar', {}, this.dataUsedLine, this.pathLine, h('label', {}, tx('span', 'room.budget.label'), select));
+    this.link = linkControls(() => this.client);
+    return h('div.data-bar', {}, this.link.audioOnly, this.dataUsedLine, this.pathLine, this.link.budget);
+  }
+
+  // The server stopped (or resumed) all video for us because the link cannot carry it.
+  showReception(audioOnly) {
+    if (this.link) this.link.showReception(audioOnly);
   }
 
   // Which way the media travels (UDP, TCP when UDP is blocked, or a TURN relay): the first thing

@@ -18,9 +18,10 @@ const CAMERA_KBPS = 500;
 const CAMERA_HD = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 15, max: 15 } };
 // The room page's camera as three layers by rid, lowest first; the server forwards each viewer
 // the one that fits its link and tells us (`layers`) which ones nobody receives. The lowest stays
-// below 80 kbit/s with packet headers, so it still fits a 150 kbit/s link beside the audio.
+// near 60 kbit/s with packet headers, so it still fits a 150 kbit/s link beside the audio and its
+// redundancy (≈ 70 kbit/s on the wire while the link loses packets).
 export const CAMERA_LAYERS = [
-  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 72000, maxFramerate: 15 },
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 56000, maxFramerate: 15 },
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 300000, maxFramerate: 15 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1000000, maxFramerate: 15 },
 ];
@@ -36,9 +37,17 @@ function loadJson(key) {
   try { return JSON.parse(localStorage.getItem(key) || 'null'); } catch { return null; }
 }
 
-function loadBudget() {
+// The receive budget chosen on this device (kbit/s, null: no cap).
+export function loadBudget() {
   const kbps = loadJson(BUDGET_KEY);
   return BUDGETS.includes(kbps) ? kbps : null;
+}
+
+// Keeps the receive budget on this device; returns it (null for anything not offered).
+export function saveBudget(kbps) {
+  const budget = BUDGETS.includes(kbps) ? kbps : null;
+  localStorage.setItem(BUDGET_KEY, JSON.stringify(budget));
+  return budget;
 }
 
 // Bytes a connection carried both ways so far: its transports' counters, or the candidate
@@ -114,6 +123,8 @@ function normalize(p) {
 //   change       local media, publishing, permissions, the participant count or the data
 //                channel changed
 //   usage        the bytes both connections carried in this page's life (`dataUsed`) grew
+//   reception    `audioOnly` changed: true while the server sends no video because this
+//                link (or our budget) cannot carry it; audio and data go on
 //
 // Options: `simulcast` publishes the camera as CAMERA_LAYERS (the room page); without it the
 // camera is one encoding, `cameraEncoding` (a lesson's pages, which size it themselves).
@@ -148,6 +159,7 @@ export class RoomClient {
     this.timers = new Set();
     this.pingTimer = null;
     this.budget = loadBudget(); // kbit/s or null, sent after every `joined`
+    this.audioOnly = false; // the server sends no video: the link is too weak
     // The camera's RTCRtpEncodingParameters (maxBitrate, maxFramerate, scaleResolutionDownBy);
     // a lesson's classroom terminal sends small until it is brought on stage.
     this.cameraEncoding = { maxBitrate: CAMERA_KBPS * 1000 };
@@ -370,6 +382,7 @@ export class RoomClient {
       speakers: () => this.emit('speakers', new Set((msg.speakers || []).map((s) => s.identity))),
       quality: () => this.onQuality(msg),
       layers: () => this.onLayers(msg),
+      reception: () => this.setAudioOnly(!!msg.audio_only),
       removed: () => this.onRemoved(msg),
       error: () => this.onError(msg),
     }[msg.type];
@@ -378,6 +391,7 @@ export class RoomClient {
 
   onJoined(msg) {
     this.epoch += 1;
+    this.setAudioOnly(false); // a new subscriber connection starts with video
     this.closeConnections();
     this.me = normalize(msg.participant);
     this.identity = this.me.identity;
@@ -832,10 +846,15 @@ export class RoomClient {
 
   // ---- receive budget and data used ------------------------------------------------------
 
+  setAudioOnly(on) {
+    if (on === this.audioOnly) return;
+    this.audioOnly = on;
+    this.emit('reception', on);
+  }
+
   // Caps what the server sends us (kbit/s, null for no cap), remembered on this device.
   setBudget(kbps) {
-    this.budget = BUDGETS.includes(kbps) ? kbps : null;
-    localStorage.setItem(BUDGET_KEY, JSON.stringify(this.budget));
+    this.budget = saveBudget(kbps);
     if (this.state === 'joined') this.send({ type: 'budget', kbps: this.budget });
   }
 

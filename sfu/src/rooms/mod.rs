@@ -359,6 +359,13 @@ impl Sfu {
         (p.kind == ParticipantKind::Rtc && p.publisher == Some(pc)).then_some(p.conn).flatten()
     }
 
+    /// The WebSocket of the room page receiving on connection `pc` (a WHEP player has none).
+    pub(crate) fn receiving_page(&self, pc: PeerId) -> Option<ConnId> {
+        let peer = self.peers.get(&pc)?;
+        let p = self.participant(&peer.room, &peer.identity)?;
+        (p.kind == ParticipantKind::Rtc && p.subscriber == Some(pc)).then_some(p.conn).flatten()
+    }
+
     /// Sends a message about `identity` to the room, or only to it when it is hidden.
     fn announce(&mut self, room: &RoomName, identity: &Identity, message: ServerMessage) {
         let Some(p) = self.participant(room, identity) else { return };

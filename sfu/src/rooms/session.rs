@@ -123,7 +123,7 @@ impl Sfu {
         let Some(p) = self.rooms.get(room).and_then(|r| r.participants.get(identity)) else { return };
         let (conn, role) = (p.conn, p.role);
         let wanted = self.wanted_tracks(room, identity);
-        let mut rtc = self.new_rtc(now, room);
+        let mut rtc = self.new_rtc(now, room, true);
         let mut api = rtc.sdp_api();
         let channel = api.add_channel("tongxin".to_owned());
         let mut outs = Vec::new();
@@ -333,7 +333,7 @@ impl Sfu {
                 (pc, answer.to_sdp_string())
             }
             None => {
-                let mut rtc = self.new_rtc(now, room);
+                let mut rtc = self.new_rtc(now, room, false);
                 let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| Refusal::new("bad_sdp", first_line(&e.to_string())))?;
                 let answer = answer.to_sdp_string();
                 if usable_media(&rtc, &answer, true).is_empty() {

@@ -14,8 +14,10 @@ use tongxin_common::rooms::{LeaveReason, RoomEvent};
 use tongxin_common::{Identity, JoinGrant, RoomName, RoomRole};
 use tongxin_sfu::core::RemoveReason;
 use tongxin_sfu::layers::PAUSE_AFTER;
+use tongxin_sfu::renditions::{TranscodeConfig, TranscodeOp};
 use tongxin_sfu::signal::{ClientMessage, ConnId, PublishTrack, ServerMessage, VideoQuality};
 use tongxin_sfu::{PeerId, Sfu, SfuConfig, SfuError, SfuEvent, Signal};
+use tongxin_transcoder::ReencodedPacket;
 
 const SERVER: &str = "127.0.0.1:7882";
 
@@ -28,6 +30,10 @@ struct Client {
     connected: bool,
     video_frames: Vec<Vec<u8>>,
     audio_frames: usize,
+    /// The first byte of each audio frame received.
+    audio_heads: Vec<u8>,
+    /// The RTP time (90 kHz) of each video frame received, and when it arrived.
+    video_times: Vec<(u64, Instant)>,
     keyframe_requests: usize,
 }
 
@@ -41,6 +47,9 @@ struct Net {
     /// Whether the room participants' subscriber clients send TWCC feedback (str0m's default),
     /// from which the server estimates their links.
     feedback: bool,
+    /// Bytes in each Opus frame publishers send (5: quiet speech; hundreds: OBS's music-sized
+    /// audio).
+    opus_bytes: usize,
 }
 
 fn grant(identity: &str, publish: bool, subscribe: bool) -> JoinGrant {
@@ -73,6 +82,7 @@ impl Net {
             signals: Vec::new(),
             room_events: Vec::new(),
             feedback: true,
+            opus_bytes: 5,
         }
     }
 
@@ -122,6 +132,8 @@ impl Net {
             connected: false,
             video_frames: vec![],
             audio_frames: 0,
+            audio_heads: vec![],
+            video_times: vec![],
             keyframe_requests: 0,
         });
         self.sfu.client_message(self.now, ConnId(conn), ClientMessage::Answer { sdp: answer.to_sdp_string() });
@@ -210,6 +222,8 @@ impl Net {
             connected: false,
             video_frames: vec![],
             audio_frames: 0,
+            audio_heads: vec![],
+            video_times: vec![],
             keyframe_requests: 0,
         });
         (i, offer.to_sdp_string(), pending)
@@ -224,6 +238,18 @@ impl Net {
         let s = self.sfu.publish(self.now, &grant(identity, true, false), &offer).expect("publish");
         self.accept(i, pending, &s.answer);
         (i, s.peer)
+    }
+
+    /// A WHIP teacher publishing audio + video in "village-clinic" and a room participant (a
+    /// classroom on conn 2) receiving it, both connected; returns their client indexes.
+    fn teacher_and_class(&mut self) -> (usize, usize) {
+        let (i, offer, pending) = self.client(Direction::SendOnly);
+        let teacher = JoinGrant { room: RoomName::parse("village-clinic").unwrap(), ..grant("teacher", true, false) };
+        let s = self.sfu.publish(self.now, &teacher, &offer).expect("publish");
+        self.accept(i, pending, &s.answer);
+        let (b, _) = self.join(2, Some(room_grant("class-1")), None);
+        self.run_until("everyone connects", |n| n.clients.iter().all(|c| c.connected));
+        (i, b)
     }
 
     fn subscribe(&mut self, identity: &str) -> (usize, PeerId) {
@@ -254,8 +280,14 @@ impl Net {
                             let kind =
                                 c.mids.iter().find(|(m, _)| *m == d.mid).map(|(_, k)| *k).or_else(|| c.rtc.media(d.mid).map(|m| m.kind()));
                             match kind {
-                                Some(MediaKind::Video) => c.video_frames.push(d.data.to_vec()),
-                                Some(MediaKind::Audio) => c.audio_frames += 1,
+                                Some(MediaKind::Video) => {
+                                    c.video_frames.push(d.data.to_vec());
+                                    c.video_times.push((d.time.numer(), self.now));
+                                }
+                                Some(MediaKind::Audio) => {
+                                    c.audio_frames += 1;
+                                    c.audio_heads.extend(d.data.first());
+                                }
                                 None => {}
                             }
                         }
@@ -321,6 +353,7 @@ impl Net {
     /// Writes one H.264 access unit and one Opus frame from publisher client `i`.
     fn send_frame(&mut self, i: usize, n: u64, keyframe: bool) {
         let now = self.now;
+        let opus_bytes = self.opus_bytes;
         let c = &mut self.clients[i];
         for (mid, kind) in c.mids.clone() {
             // RFC 6464 level on audio, so the SFU can tell who speaks.
@@ -336,7 +369,9 @@ impl Net {
                 au.extend((0..300u64).map(|x| ((x * 7 + n) % 250) as u8 + 1));
                 (au, MediaTime::new(n * 3000, Frequency::NINETY_KHZ))
             } else {
-                (vec![0xfc, n as u8, 1, 2, 3], MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ))
+                let mut frame = vec![0xfc, n as u8, 1, 2, 3];
+                frame.resize(opus_bytes.max(frame.len()), 7);
+                (frame, MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ))
             };
             writer.write(pt, now, time, data).expect("write");
         }
@@ -659,6 +694,8 @@ fn a_simulcast_publisher_reaches_each_subscriber_on_one_layer_that_fits_its_budg
         connected: false,
         video_frames: vec![],
         audio_frames: 0,
+        audio_heads: vec![],
+        video_times: vec![],
         keyframe_requests: 0,
     });
     let s = net
@@ -764,6 +801,8 @@ fn a_room_page_pauses_the_layers_nobody_receives_and_resumes_them_at_once() {
         connected: false,
         video_frames: vec![],
         audio_frames: 0,
+        audio_heads: vec![],
+        video_times: vec![],
         keyframe_requests: 0,
     });
     let camera = PublishTrack { mid: video.to_string(), source: tongxin_common::rooms::TrackSource::Camera };
@@ -850,16 +889,19 @@ fn a_room_page_pauses_the_layers_nobody_receives_and_resumes_them_at_once() {
     net.collect();
     stream(&mut net, 7, &mut seen);
     assert_eq!(seen.last().map(|(_, p)| p.as_slice()), Some(&["q".to_owned(), "h".to_owned(), "f".to_owned()][..]), "{seen:?}");
-    // Subscribing again resumes at once what the fresh m-line takes: the fallback, and the top
-    // layer its 5000 kbit/s budget allows (the small-tile cap belonged to the old m-line).
+    // Subscribing again resumes at once what the fresh m-line takes: the lowest layer (where
+    // every new m-line starts), then the top layer its 5000 kbit/s budget allows (the small-tile
+    // cap belonged to the old m-line) as soon as it may step up.
     net.sfu.client_message(net.now, ConnId(2), ClientMessage::Subscribe { tracks: vec![track] });
     net.collect();
     net.answer_latest(2, b);
     let back = net.now;
     stream(&mut net, 1, &mut seen);
     let (at, last) = seen.last().cloned().unwrap();
-    assert_eq!(last, ["h"], "{seen:?}");
+    assert_eq!(last, ["h", "f"], "{seen:?}");
     assert!(at.duration_since(back) <= Duration::from_millis(600));
+    stream(&mut net, 3, &mut seen);
+    assert_eq!(seen.last().map(|(_, p)| p.as_slice()), Some(&["h".to_owned()][..]), "{seen:?}");
 
     // The page renegotiates (it adds its microphone): the pause in force is repeated after the
     // answer, for senders the page may have made afresh.
@@ -880,4 +922,84 @@ fn a_room_page_pauses_the_layers_nobody_receives_and_resumes_them_at_once() {
     assert!(repeated.is_some_and(|r| r > answered), "the pause follows the publish_answer: {after:?}");
     let errors: Vec<_> = net.messages(1).into_iter().chain(net.messages(2)).filter(|m| matches!(m, ServerMessage::Error { .. })).collect();
     assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn a_teachers_lone_layer_gets_renditions_from_the_start_and_loud_opus_is_reencoded_for_a_capped_class() {
+    let transcode = TranscodeConfig { enabled: true, ..TranscodeConfig::default() };
+    let mut net = Net::with(SfuConfig { transcode, ..SfuConfig::default() });
+    net.feedback = false;
+    // The teacher sends one H.264 layer and 60 kbit/s of Opus (OBS-like: 250 bytes, 30 a second).
+    net.opus_bytes = 250;
+    let (i, b) = net.teacher_and_class();
+
+    let mut ops = Vec::new();
+    let mut n = 0;
+    for _ in 0..3 {
+        n = net.stream(i, n, 1);
+        while let Some(op) = net.sfu.poll_transcode() {
+            ops.push(op);
+        }
+    }
+    let video_job = ops.iter().find_map(|op| match op {
+        TranscodeOp::Start { job, rungs } => Some((*job, rungs.len())),
+        _ => None,
+    });
+    assert_eq!(video_job.map(|(_, rungs)| rungs), Some(2), "the teacher's lone layer gets 360p and 180p before anyone needs them");
+    let audio_job = ops.iter().find_map(|op| match op {
+        TranscodeOp::StartAudio { job, target_bps } => Some((*job, *target_bps)),
+        _ => None,
+    });
+    let (audio_job, target_bps) = audio_job.expect("the loud Opus is re-encoded while the video is");
+    assert_eq!(target_bps, 16_000);
+    let audio_packets = ops.iter().filter(|op| matches!(op, TranscodeOp::Packet { job, .. } if *job == audio_job)).count();
+    assert!(audio_packets > 20, "the job gets the Opus track's packets ({audio_packets})");
+
+    // The job's packets (first byte 0x7c here) reach a class whose cap is under 4× the original's
+    // 60 kbit/s; the original (0xfc) reaches it again once its cap is lifted.
+    let mut heard = |net: &mut Net, kbps: u32| {
+        net.sfu.client_message(net.now, ConnId(2), ClientMessage::Budget { kbps: Some(kbps) });
+        let mark = net.clients[b].audio_heads.len();
+        for _ in 0..3 * 30 {
+            net.send_frame(i, n, n.is_multiple_of(30));
+            let reencoded = ReencodedPacket { rtp_timestamp: (n * 960) as u32, payload: bytes::Bytes::from_static(&[0x7c, 1, 2, 3]) };
+            net.sfu.handle_audio_rendition(net.now, audio_job, &reencoded);
+            net.tick(Duration::from_millis(33));
+            n += 1;
+        }
+        // The choice is made at the next room tick: count from a second on.
+        let heads = net.clients[b].audio_heads[mark + 30..].to_vec();
+        (heads.iter().filter(|h| **h == 0x7c).count(), heads.iter().filter(|h| **h == 0xfc).count())
+    };
+    let (low, original) = heard(&mut net, 150);
+    assert!(low > 50 && original == 0, "capped at 150 kbit/s: the re-encoded audio ({low} frames; {original} of the original)");
+    let (low, original) = heard(&mut net, 5000);
+    assert!(original > 50 && low == 0, "uncapped: the original ({original} frames; {low} re-encoded)");
+}
+
+#[test]
+fn video_back_after_a_pause_carries_rtp_time_that_moved_with_the_clock() {
+    let mut net = Net::new();
+    net.feedback = false;
+    let (i, b) = net.teacher_and_class();
+    let mut n = net.stream(i, 0, 3);
+    let before = net.clients[b].video_frames.len();
+    assert!(before > 30, "video flows ({before} frames)");
+
+    // A cap below audio and the camera turns the video off; lifted, it comes back.
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::Budget { kbps: Some(20) });
+    n = net.stream(i, n, 12);
+    let paused = net.clients[b].video_times.len();
+    assert!(paused < before + 60, "video went off under the cap ({} frames after it)", paused - before);
+    net.sfu.client_message(net.now, ConnId(2), ClientMessage::Budget { kbps: None });
+    net.stream(i, n, 12);
+    let times = &net.clients[b].video_times;
+    assert!(times.len() > paused + 100, "video came back ({} frames)", times.len() - paused);
+    // Across the pause, RTP time moved as far as the clock did (90 kHz), not one frame: a
+    // player pairing it with the sender reports' clock would otherwise hold video back.
+    let (gap_rtp, gap_wall) =
+        times.windows(2).map(|w| (w[1].0 - w[0].0, w[1].1.duration_since(w[0].1))).max_by_key(|(_, wall)| *wall).unwrap();
+    let wall_ticks = gap_wall.as_secs_f64() * 90_000.0;
+    assert!(gap_wall > Duration::from_secs(5), "the pause: {gap_wall:?}");
+    assert!((gap_rtp as f64 - wall_ticks).abs() < 0.1 * wall_ticks, "RTP gap {gap_rtp} ticks over a {gap_wall:?} pause");
 }

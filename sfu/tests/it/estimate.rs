@@ -5,7 +5,8 @@
 //! feedback over that link: nothing hands the selector a number.
 //!
 //! Time is event driven: the clock jumps to the next thing due (a packet leaving the link, a
-//! str0m timeout, the next frame), so a minute of lesson runs in seconds.
+//! str0m timeout, the next frame), so a minute of lesson runs in seconds. The link model's seed
+//! is fixed, so each run is the same; `TX_SEED=n` runs another.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
@@ -24,14 +25,16 @@ use tongxin_sfu::signal::{ClientMessage, ConnId, PublishTrack, ServerMessage};
 use tongxin_sfu::{Sfu, SfuConfig};
 
 const SERVER: &str = "127.0.0.1:7882";
-/// The room page's camera ladder at 15 fps: rid and bytes per delta frame, so q ≈ 72, h ≈ 300
+/// The room page's camera ladder at 15 fps: rid and bytes per delta frame, so q ≈ 56, h ≈ 300
 /// and f ≈ 1000 kbit/s between keyframes.
-const LADDER: [(&str, usize); 3] = [("q", 600), ("h", 2500), ("f", 8300)];
+const LADDER: [(&str, usize); 3] = [("q", 470), ("h", 2500), ("f", 8300)];
 const FRAME: Duration = Duration::from_micros(66_667);
 /// How much bigger a keyframe is than a delta frame (one is sent at the start and whenever the
 /// server asks, at each layer switch): a 66 KB keyframe of the top layer tests the server's pacing.
 const KEYFRAME_TIMES: usize = 8;
 const AUDIO_FRAME: Duration = Duration::from_millis(20);
+/// The classroom's WebSocket.
+const CLASS_CONN: u64 = 2;
 
 /// One str0m client: a room page's publisher or subscriber connection.
 struct Endpoint {
@@ -73,6 +76,14 @@ struct Sim {
     /// (when, layer index) of every video frame the classroom decoded.
     frames: Vec<(Duration, u8)>,
     audio_frames: Vec<Duration>,
+    /// (when, frame number) of every Opus frame the page sent, and the numbers the classroom got
+    /// (redundant copies recovered by str0m included).
+    audio_sent: Vec<(Duration, u64)>,
+    audio_got: HashSet<u64>,
+    /// (when, rid) of every keyframe the server asked of a layer: the moment it chose that layer.
+    keyframe_requests: Vec<(Duration, String)>,
+    /// (when, audio only) of every `reception` frame the classroom's page got.
+    reception: Vec<(Duration, bool)>,
 }
 
 fn grant(identity: &str, role: RoomRole, publish: bool) -> JoinGrant {
@@ -114,6 +125,10 @@ impl Sim {
             class: 0,
             frames: Vec::new(),
             audio_frames: Vec::new(),
+            audio_sent: Vec::new(),
+            audio_got: HashSet::new(),
+            reception: Vec::new(),
+            keyframe_requests: Vec::new(),
         }
     }
 
@@ -121,9 +136,10 @@ impl Sim {
         self.now.duration_since(self.start)
     }
 
-    fn endpoint(&mut self, behind_link: bool) -> usize {
+    /// A str0m client; `red`: it takes RFC 2198 redundant Opus, as Chromium does.
+    fn endpoint(&mut self, behind_link: bool, red: bool) -> usize {
         let addr: SocketAddr = format!("127.0.0.1:{}", 50000 + self.endpoints.len()).parse().unwrap();
-        let mut rtc = RtcConfig::new().build(self.now);
+        let mut rtc = RtcConfig::new().enable_opus(true, red).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         self.endpoints.push(Endpoint { rtc, addr, timeout: self.now, behind_link });
         self.endpoints.len() - 1
@@ -143,13 +159,13 @@ impl Sim {
     }
 
     /// A room participant on WebSocket `conn` whose subscriber connection a new client answers.
-    fn join(&mut self, conn: u64, grant: JoinGrant, behind_link: bool) -> usize {
+    fn join(&mut self, conn: u64, grant: JoinGrant, behind_link: bool, red: bool) -> usize {
         self.sfu.join(self.now, ConnId(conn), Some(grant), None, true);
         let offer = self.newest(conn, |m| match m {
             ServerMessage::Offer { sdp, .. } => Some(sdp.clone()),
             _ => None,
         });
-        let i = self.endpoint(behind_link);
+        let i = self.endpoint(behind_link, red);
         let answer = self.endpoints[i].rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer).unwrap()).unwrap();
         // str0m starts its ICE checks from the first input, not from the negotiation.
         self.feed(i, Input::Timeout(self.now));
@@ -159,7 +175,7 @@ impl Sim {
 
     /// The teacher's page publishes a microphone and a camera in three layers by rid.
     fn publish(&mut self, conn: u64) {
-        let i = self.endpoint(false);
+        let i = self.endpoint(false, false);
         let mut api = self.endpoints[i].rtc.sdp_api();
         let microphone = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let layers = Simulcast { send: LADDER.map(|(rid, _)| SimulcastLayer::new(rid)).to_vec(), recv: vec![] };
@@ -236,9 +252,13 @@ impl Sim {
                 self.on_event(i, event);
             }
             while let Some(s) = self.sfu.poll_signal() {
-                // The page obeys the server's pause requests, as room.js does.
-                if let Some(ServerMessage::Layers { paused, .. }) = s.message {
-                    self.paused = paused;
+                match s.message {
+                    // The page obeys the server's pause requests, as room.js does.
+                    Some(ServerMessage::Layers { paused, .. }) => self.paused = paused,
+                    Some(ServerMessage::Reception { audio_only }) if s.conn == ConnId(CLASS_CONN) => {
+                        self.reception.push((self.at(), audio_only));
+                    }
+                    _ => {}
                 }
             }
             while self.sfu.poll_event().is_some() {}
@@ -254,12 +274,16 @@ impl Sim {
             Event::KeyframeRequest(req) if i == self.publisher => {
                 if let Some(rid) = req.rid {
                     self.keyframe_wanted.insert(rid.to_string());
+                    self.keyframe_requests.push((self.at(), rid.to_string()));
                 }
             }
             Event::MediaData(d) if i == self.class => {
                 let kind = self.endpoints[i].rtc.media(d.mid).map(|m| m.kind());
                 if kind == Some(MediaKind::Audio) {
                     self.audio_frames.push(self.at());
+                    if let Some(n) = d.data.get(1..9) {
+                        self.audio_got.insert(u64::from_be_bytes(n.try_into().expect("8 bytes")));
+                    }
                 } else if let Some(layer) = d.data.iter().find(|b| (0xa0..=0xa2).contains(*b)) {
                     self.frames.push((self.at(), layer - 0xa0));
                 }
@@ -295,12 +319,16 @@ impl Sim {
         }
     }
 
-    /// One 20 ms Opus frame (24 kbit/s).
+    /// One 20 ms Opus frame (24 kbit/s), numbered.
     fn write_audio(&mut self, n: u64) {
         let (Some(microphone), i, now) = (self.microphone, self.publisher, self.now) else { return };
         let writer = self.endpoints[i].rtc.writer(microphone).expect("a writer");
         let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).expect("Opus").pt();
-        writer.write(pt, now, MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ), vec![0xfc; 60]).expect("write");
+        // A TOC byte, then the frame's number, so the classroom can tell which frames it got.
+        let mut frame = vec![0xfc; 60];
+        frame[1..9].copy_from_slice(&n.to_be_bytes());
+        writer.write(pt, now, MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ), frame).expect("write");
+        self.audio_sent.push((self.at(), n));
         self.drain(i);
     }
 
@@ -370,6 +398,13 @@ impl Sim {
         v
     }
 
+    /// The share of the Opus frames sent in `from..to` that the classroom never got.
+    fn audio_loss(&self, from: Duration, to: Duration) -> f64 {
+        let sent: Vec<u64> = self.audio_sent.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, n)| *n).collect();
+        let lost = sent.iter().filter(|n| !self.audio_got.contains(n)).count();
+        lost as f64 / sent.len().max(1) as f64
+    }
+
     fn video_fps(&self, from: Duration, to: Duration) -> f64 {
         self.frames.iter().filter(|(t, _)| *t >= from && *t < to).count() as f64 / (to - from).as_secs_f64()
     }
@@ -384,24 +419,55 @@ fn link(rate_bps: u64, delay_ms: u64, loss: f64) -> Impairment {
     Impairment { delay: Duration::from_millis(delay_ms), loss, burst_bytes: 1500, ..Impairment::cap(rate_bps) }
 }
 
-#[test]
-fn a_classroom_follows_its_links_estimate_down_to_the_lowest_layer_and_back_up() {
+/// The teacher publishes, a classroom joins behind the link, everyone connects.
+fn lesson(first: Impairment, seed: u64, red: bool) -> Sim {
+    let mut sim = Sim::new(first, seed);
+    sim.join(1, grant("teacher", RoomRole::Teacher, true), false, false);
+    sim.publish(1);
+    sim.class = sim.join(CLASS_CONN, grant("class-1", RoomRole::Classroom, false), true, red);
+    sim.run(Duration::from_secs(2), false);
+    assert!(sim.endpoints.iter().all(|e| e.rtc.is_connected()), "everyone connects over the link");
+    sim
+}
+
+/// A weak link's way back (server → classroom follows `down`): 5 % loss and 100 ms each way.
+fn weaken(sim: &mut Sim, rate_bps: u64) {
+    sim.down.set(link(rate_bps, 100, 0.05));
+    sim.up.set(Impairment { delay: Duration::from_millis(100), loss: 0.05, ..Impairment::default() });
+}
+
+/// What one seeded run of the lesson's schedule showed: times from each change of the link.
+struct Outcome {
+    top: Option<Duration>,
+    top_held: bool,
+    chose_lower: Option<Duration>,
+    first_down: Option<Duration>,
+    lowest: Option<Duration>,
+    steady_switches: usize,
+    fps: f64,
+    audio: f64,
+    loss: f64,
+    audio_only: Option<Duration>,
+    narrow_video: usize,
+    narrow_audio: f64,
+    up: Option<Duration>,
+    figures: String,
+}
+
+/// The teacher's lesson over the classroom's link: ample for 20 s, 150 kbit/s with 5 % loss and
+/// 100 ms for 40 s, 64 kbit/s for 20 s, ample again for 30 s; `seed` draws the link's losses.
+fn follow_the_schedule(seed: u64) -> Outcome {
     let s = Duration::from_secs;
     let ample = link(2_500_000, 40, 0.0);
-    let mut sim = Sim::new(ample, 7);
-    sim.join(1, grant("teacher", RoomRole::Teacher, true), false);
-    sim.publish(1);
-    sim.class = sim.join(2, grant("class-1", RoomRole::Classroom, false), true);
-    sim.run(s(2), false);
-    assert!(sim.endpoints.iter().all(|e| e.rtc.is_connected()), "everyone connects over the link");
-
-    // An ample link for 20 s, 150 kbit/s with 5 % loss and 100 ms for 20 s, ample again for 30 s.
+    let mut sim = lesson(ample, seed, true);
     let began = sim.at();
     sim.run(began + s(20), true);
     let drop_at = sim.at();
-    sim.down.set(link(150_000, 100, 0.05));
-    sim.up.set(Impairment { delay: Duration::from_millis(100), loss: 0.05, ..Impairment::default() });
-    sim.run(drop_at + s(20), true);
+    weaken(&mut sim, 150_000);
+    sim.run(drop_at + s(40), true);
+    let narrow_at = sim.at();
+    weaken(&mut sim, 64_000);
+    sim.run(narrow_at + s(20), true);
     let recover_at = sim.at();
     sim.down.set(ample);
     sim.up.set(ample);
@@ -409,33 +475,141 @@ fn a_classroom_follows_its_links_estimate_down_to_the_lowest_layer_and_back_up()
     let end = sim.at();
 
     let top = sim.first_on(2, began, drop_at).map(|t| t - began);
-    let down = sim.first_on(0, drop_at, recover_at).map(|t| t - drop_at);
+    let chose_lower = sim.keyframe_requests.iter().find(|(t, rid)| *t >= drop_at && rid != "f").map(|(t, _)| *t - drop_at);
+    let first_down = sim.frames.iter().find(|(t, l)| *t >= drop_at && *l < 2).map(|(t, _)| *t - drop_at);
+    let lowest = sim.first_on(0, drop_at, narrow_at).map(|t| t - drop_at);
+    let steady = drop_at + s(10)..narrow_at;
+    let steady_runs = sim.runs(steady.start, steady.end);
+    let fps = sim.video_fps(steady.start, steady.end);
+    let audio = sim.audio_frames.iter().filter(|t| steady.contains(*t)).count() as f64 / 30.0;
+    let loss = sim.audio_loss(steady.start, steady.end);
+    let audio_only = sim.reception.iter().find(|(t, on)| *t >= narrow_at && *on).map(|(t, _)| *t - narrow_at);
+    // Frames the link still held when video went off may arrive for a while (str0m's pacer holds
+    // up to 2 s; a lost packet is sent again on NACK); in the last 10 s at 64 kbit/s, none.
+    let narrow_tail = recover_at - s(10)..recover_at;
+    let narrow_frames: Vec<String> = sim
+        .frames
+        .iter()
+        .filter(|(t, _)| narrow_tail.contains(t))
+        .map(|(t, l)| format!("{l}@{:.2}s", (*t - narrow_at).as_secs_f64()))
+        .collect();
+    let narrow_video = narrow_frames.len();
+    let narrow_audio =
+        sim.audio_frames.iter().filter(|t| narrow_tail.contains(*t)).count() as f64 / (narrow_tail.end - narrow_tail.start).as_secs_f64();
+    let video_back = sim.reception.iter().find(|(t, on)| *t >= recover_at && !*on).map(|(t, _)| *t - recover_at);
     let up = sim.first_on(2, recover_at, end).map(|t| t - recover_at);
-    let weak_tail = recover_at - s(10)..recover_at;
-    let fps = sim.video_fps(weak_tail.start, weak_tail.end);
-    let audio = sim.audio_frames.iter().filter(|t| weak_tail.contains(*t)).count() as f64 / 10.0;
     let secs = |d: Option<Duration>| d.map_or("never".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
     let figures = format!(
-        "top layer {} after media started on a 2.5 Mbit/s link; at 150 kbit/s (5 % loss, 100 ms) the lowest layer {} \
-         after the drop, then {fps:.1} video fps and {audio:.0} audio frames/s; the top layer {} after recovery; \
-         layers (layer, from s): ample {:?}, weak {:?}, recovered {:?}; down link: {} of {} packets dropped",
+        "top layer {} after media started on a 2.5 Mbit/s link; at 150 kbit/s (5 % loss, 100 ms) a lower layer chosen {} \
+         and received {}, \
+         the lowest layer {}, then {fps:.1} video fps, {audio:.0} audio frames/s and {:.1} % audio lost (with RED); \
+         at 64 kbit/s audio only {}, in its last 10 s {narrow_video} video frames {narrow_frames:?} and {narrow_audio:.0} audio frames/s; after recovery \
+         video back {}, the top layer {}; layers (layer, from s): ample {:?}, 150k {:?}, 64k {:?}, recovered {:?}; \
+         reception {:?}; down link: {} of {} packets dropped",
         secs(top),
-        secs(down),
+        secs(chose_lower),
+        secs(first_down),
+        secs(lowest),
+        loss * 100.0,
+        secs(audio_only),
+        secs(video_back),
         secs(up),
         sim.runs(began, drop_at),
-        sim.runs(drop_at, recover_at),
+        sim.runs(drop_at, narrow_at),
+        sim.runs(narrow_at, recover_at),
         sim.runs(recover_at, end),
+        sim.reception,
         sim.down.stats.queue_drops + sim.down.stats.lost,
         sim.down.stats.offered,
     );
-    println!("estimate-driven layers: {figures}");
-    assert!(top.is_some() && sim.runs(drop_at - s(4), drop_at).iter().all(|(l, _)| *l == 2), "the top layer on an ample link: {figures}");
-    // Issue 7 aims at 3 s. Here it takes 4.5 to 7.5 s: two steps down (at least two seconds
-    // apart), and the lowest layer's keyframe waits behind what str0m's pacer still holds of the
-    // higher layer, then crosses a full queue.
-    assert!(down.is_some_and(|d| d <= s(8)), "down to the lowest layer within 8 s: {figures}");
-    assert!(sim.runs(weak_tail.start, weak_tail.end).iter().all(|(l, _)| *l == 0), "it stays on the lowest, no tries up: {figures}");
-    assert!(fps >= 10.0, "the lowest layer keeps its frame rate on the weak link: {figures}");
-    assert!(audio >= 44.0, "audio goes on, losing little more than the link's 5 % (of 50 frames/s): {figures}");
-    assert!(up.is_some_and(|d| d <= s(15)), "back on top within 15 s of the recovery: {figures}");
+    Outcome {
+        top,
+        top_held: sim.runs(drop_at - s(4), drop_at).iter().all(|(l, _)| *l == 2),
+        chose_lower,
+        first_down,
+        lowest,
+        steady_switches: steady_runs.len().saturating_sub(1),
+        fps,
+        audio,
+        loss,
+        audio_only,
+        narrow_video,
+        narrow_audio,
+        up,
+        figures,
+    }
+}
+
+/// The median of `values`, `None` (never) counting as the longest.
+fn median(mut values: Vec<Option<Duration>>) -> Option<Duration> {
+    values.sort_by_key(|v| v.unwrap_or(Duration::MAX));
+    values[values.len() / 2]
+}
+
+/// Each seed is one draw of the link's random losses, and str0m's estimator answers each draw a
+/// little differently (a report a second later moves a switch by a second): the times are judged
+/// on the median of several draws; what must hold in every draw is checked in each. `TX_SEED=n`
+/// runs one draw.
+#[test]
+fn a_classroom_follows_its_links_estimate_down_to_audio_only_and_back_up() {
+    let s = Duration::from_secs;
+    let seeds: Vec<u64> = std::env::var("TX_SEED").map_or((1..=7).collect(), |s| vec![s.parse().unwrap()]);
+    let outcomes: Vec<Outcome> = seeds.iter().map(|seed| follow_the_schedule(*seed)).collect();
+    for (seed, o) in seeds.iter().zip(&outcomes) {
+        println!("estimate-driven layers, seed {seed}: {}", o.figures);
+    }
+    let all = outcomes.iter().map(|o| format!("\n  {}", o.figures)).collect::<String>();
+    for o in &outcomes {
+        let figures = &o.figures;
+        assert!(o.top.is_some() && o.top_held, "the top layer on an ample link: {figures}");
+        assert!(o.lowest.is_some() && o.audio_only.is_some() && o.up.is_some(), "down, audio only and back up: {figures}");
+        assert!(o.steady_switches <= 1, "at most one switch in 30 s at a steady 150 kbit/s: {figures}");
+        assert!(o.audio >= 47.0 && o.loss <= 0.03, "audio goes on, redundancy making up for most of the link's 5 % loss: {figures}");
+        // A frame left incomplete when video went off can still be completed long after by a
+        // packet str0m's padding sends again (it pads up to 50 kbit/s with old packets): one such
+        // frame, never a picture that moves.
+        assert!(o.narrow_video <= 1 && o.narrow_audio >= 44.0, "audio, and no video, at 64 kbit/s: {figures}");
+    }
+    let med = |f: fn(&Outcome) -> Option<Duration>| median(outcomes.iter().map(f).collect());
+    // Choosing takes str0m's estimate a second or two; the lower layer's keyframe then crosses a
+    // link still full of the top layer's packets (a keyframe lost there is sent again on NACK).
+    assert!(med(|o| o.chose_lower).is_some_and(|d| d <= s(3)), "a lower layer chosen within 3 s: {all}");
+    assert!(med(|o| o.first_down).is_some_and(|d| d <= s(6)), "a lower layer received within 6 s: {all}");
+    assert!(med(|o| o.lowest).is_some_and(|d| d <= s(8)), "down to the lowest layer within 8 s: {all}");
+    let mut fps: Vec<f64> = outcomes.iter().map(|o| o.fps).collect();
+    fps.sort_by(f64::total_cmp);
+    assert!(fps[fps.len() / 2] >= 10.0, "the lowest layer keeps its frame rate on the weak link: {all}");
+    assert!(med(|o| o.audio_only).is_some_and(|d| d <= s(3)), "audio only within 3 s at 64 kbit/s: {all}");
+    assert!(med(|o| o.up).is_some_and(|d| d <= s(15)), "back on top within 15 s of the recovery: {all}");
+}
+
+#[test]
+fn redundancy_lowers_the_audio_lost_on_a_lossy_link() {
+    let s = Duration::from_secs;
+    let seed = std::env::var("TX_SEED").map_or(11, |s| s.parse().unwrap());
+    let mut figures = Vec::new();
+    for red in [false, true] {
+        let mut sim = lesson(link(2_500_000, 40, 0.0), seed, red);
+        let began = sim.at();
+        weaken(&mut sim, 150_000);
+        sim.run(began + s(10), true);
+        let before = (sim.down.stats.lost, sim.down.stats.offered);
+        sim.run(began + s(50), true);
+        // What the link itself lost at random over the window, every kind of packet counted.
+        let link_loss = (sim.down.stats.lost - before.0) as f64 / (sim.down.stats.offered - before.1).max(1) as f64;
+        figures.push((link_loss, sim.audio_loss(began + s(10), began + s(50)), sim.video_fps(began + s(10), began + s(50))));
+    }
+    let [(plain_link, plain, plain_fps), (red_link, red, red_fps)] = figures[..] else { unreachable!() };
+    let figures = format!(
+        "at 150 kbit/s with 5 % loss, over 40 s: plain Opus {:.1} % of audio lost (the link lost {:.1} %, video {plain_fps:.1} fps); \
+         with RED {:.1} % (the link lost {:.1} %, video {red_fps:.1} fps)",
+        plain * 100.0,
+        plain_link * 100.0,
+        red * 100.0,
+        red_link * 100.0
+    );
+    println!("{figures}");
+    assert!(plain <= plain_link + 0.01, "plain audio loses no more than the link and 1 %: {figures}");
+    assert!(red < plain / 3.0 && red <= 0.02, "redundancy recovers most of it: {figures}");
+    assert!(plain_fps >= 10.0 && red_fps >= 10.0, "video goes on at the lowest layer either way: {figures}");
 }

@@ -40,9 +40,15 @@ impl TestServer {
 
     /// A server whose media port and HTTP routes both listen on `ip` (e.g. the root side of a
     /// veth pair into a network namespace), announcing `ip` as its candidate.
-    #[allow(dead_code)] // only the weak-link test uses it
+    #[allow(dead_code)] // only the namespace tests use it
     pub async fn start_on(ip: std::net::IpAddr) -> TestServer {
-        let media = MediaServer::start(SocketAddr::new(ip, 0), None, SfuConfig::default()).await.expect("start media");
+        TestServer::start_on_with(ip, SfuConfig::default()).await
+    }
+
+    /// [`TestServer::start_on`] with `config` (e.g. the transcoder on).
+    #[allow(dead_code)] // only the namespace tests use it
+    pub async fn start_on_with(ip: std::net::IpAddr, config: SfuConfig) -> TestServer {
+        let media = MediaServer::start(SocketAddr::new(ip, 0), None, config).await.expect("start media");
         TestServer::serve_on(media, ip).await
     }
 

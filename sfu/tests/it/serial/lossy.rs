@@ -67,13 +67,17 @@ async fn nack_and_rtx_repair_a_lossy_players_video() {
     let sent = sent.lock().unwrap().clone();
     assert!(!got.is_empty(), "the player behind the lossy link received nothing");
     let first = sent.iter().position(|au| au == &got[0]).expect("the first received unit was sent");
-    let expected = &sent[first..sent.len() - 1];
+    // A receiver learns of a lost packet from the next one, so the last packets of a stream that
+    // stops are never asked for again: the last half second (15 units) is left out (one run
+    // here lost exactly the last four to that, and nothing else).
+    let expected = &sent[first..sent.len() - 15];
     let delivered = expected.iter().filter(|au| got.contains(au)).count();
+    let missing: Vec<usize> = expected.iter().enumerate().filter(|(_, au)| !got.contains(au)).map(|(i, _)| i).collect();
     let stats = relay.stats();
     let link_loss = stats.down.lost as f64 / stats.down.offered.max(1) as f64;
     let unit_loss = 1.0 - delivered as f64 / expected.len() as f64;
     eprintln!(
-        "link lost {:.1} % of packets toward the player; {} of {} access units arrived intact ({:.1} % lost)",
+        "link lost {:.1} % of packets toward the player; {} of {} access units arrived intact ({:.1} % lost: {missing:?})",
         link_loss * 100.0,
         delivered,
         expected.len(),

@@ -1,7 +1,9 @@
 mod browser;
 mod lossy;
+mod ns_player;
 mod robustness;
 mod rooms;
 mod tcp;
+mod transcode;
 mod weak_link;
 mod whip_whep;
