@@ -129,7 +129,13 @@ impl Sfu {
                     )];
                     if let Some(r) = track.renditions.as_mut() {
                         for (i, rendition) in r.layers.iter_mut().enumerate().filter(|(_, r)| r.live) {
-                            rendition.bps = smoothed(rendition.bps, rendition.bytes, elapsed_secs);
+                            // A rendition silent for a tick is a job restarting (or waiting for
+                            // the publisher's keyframe): it keeps its rate. Decayed, the 360p one
+                            // once looked cheap enough for a 150 kbit/s subscriber, which was
+                            // switched to it at once (steps between renditions are not proved).
+                            if rendition.bytes > 0 {
+                                rendition.bps = smoothed(rendition.bps, rendition.bytes, elapsed_secs);
+                            }
                             rendition.bytes = 0;
                             order.push((Some(LayerKey::Rendition(r.job, i)), None, rendition.bps));
                         }
@@ -323,6 +329,10 @@ impl Sfu {
                 let Some(a) = layers else { continue };
                 let low = weak.contains(&a.publisher) || budget.is_some_and(|b| b < LOW_AUDIO_BELOW * a.source_bps);
                 out.target = Some(if low { a.low } else { a.source });
+                // The re-encoded Opus carries its own redundancy (in-band FEC): RED on top would
+                // only add load to a link that is already short (measured behind 150 kbit/s in
+                // `serial::transcode`: with it, the 180p rendition lost packets all along).
+                out.red_on &= !low;
             }
             let audio_only = outs.iter().any(|o| o.video_off);
             if let Some(conn) = page
