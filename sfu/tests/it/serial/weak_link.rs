@@ -21,7 +21,7 @@ use crate::harness::TestServer;
 
 /// How long the player stays behind the cap, and how long it plays after the cap is lifted.
 const CAPPED: f64 = 35.0;
-const LIFTED: f64 = 40.0;
+const LIFTED: f64 = 60.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chromium_player_behind_150_kbit_and_5_percent_loss_gets_the_lowest_layer_smoothly() {
@@ -122,9 +122,12 @@ async fn a_chromium_player_behind_150_kbit_and_5_percent_loss_gets_the_lowest_la
     let top_back = samples.iter().find(|s| s.t > lifted_at && s.width == top).map(|s| s.t - lifted_at);
     eprintln!("top layer back {top_back:?} s after the cap was lifted");
     assert!(window.iter().all(|s| s.width == lowest), "the lowest layer ({lowest} wide) throughout: {timeline:?}");
-    // The server's send-side estimate finds the free link again, each step up proved first:
-    // 7–30 s in eleven runs here.
-    assert!(top_back.is_some_and(|secs| secs <= 35.0), "the top layer ({top} wide) within 35 s of lifting the cap: {timeline:?}");
+    // The server's send-side estimate finds the free link again, each step up proved first: 4–35 s
+    // in fifteen runs here. The relay still loses 5 % after the cap is lifted, so str0m's loss-based
+    // estimate often does not grow by itself and the room waits for an estimator restart (every
+    // 16 s while a subscriber gets less than it wants) to find the room: slower than a link that
+    // recovers cleanly (the simulation's, within 15 s), hence the wider bound here.
+    assert!(top_back.is_some_and(|secs| secs <= 55.0), "the top layer ({top} wide) within 55 s of lifting the cap: {timeline:?}");
     assert!(fps >= 10.0, "at least 10 frames per second behind the cap: {fps:.1}");
     assert!(concealment < 0.05, "under 5 % of audio concealed: {:.2} %", concealment * 100.0);
     assert!(stats.down.lost > 0, "the relay really lost packets");
